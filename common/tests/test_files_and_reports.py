@@ -1,0 +1,201 @@
+import errno
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import checkpoint, compare, config, imagefolder, progress, summary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TestAtomicCheckpoint:
+    def test_failed_write_keeps_previous_file(self, tmp_path):
+        p = tmp_path / "ckpt.bin"
+        checkpoint.atomic_write_bytes(p, b"good")
+
+        def crash(tmp):
+            Path(tmp).write_bytes(b"half")
+            raise KeyboardInterrupt  # killed mid-save
+
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.atomic_write(p, crash)
+        assert p.read_bytes() == b"good"
+        assert [f.name for f in tmp_path.iterdir()] == ["ckpt.bin"]  # no temp file left behind
+
+    def test_disk_full_is_one_clear_error_and_keeps_last_good(self, tmp_path):
+        p = tmp_path / "ckpt.bin"
+        checkpoint.atomic_write_bytes(p, b"good")
+
+        def full(tmp):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with pytest.raises(checkpoint.CheckpointError, match="disk full while saving"):
+            checkpoint.atomic_write(p, full)
+        assert p.read_bytes() == b"good"
+
+    def test_directory_checkpoint_is_swapped_whole(self, tmp_path):
+        d = tmp_path / "saved_model"
+        checkpoint.atomic_write_dir(d, lambda t: Path(t, "a").write_text("1"))
+        checkpoint.atomic_write_dir(d, lambda t: Path(t, "b").write_text("2"))
+        assert sorted(f.name for f in d.iterdir()) == ["b"]
+        with pytest.raises(RuntimeError):
+            checkpoint.atomic_write_dir(d, lambda t: (_ for _ in ()).throw(RuntimeError("boom")))
+        assert sorted(f.name for f in d.iterdir()) == ["b"]
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["saved_model"]
+
+    def test_latest_valid_skips_corrupt_newest_and_says_so(self, tmp_path):
+        old, new = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+        old.write_text("ok")
+        new.write_text("trunc")
+        os.utime(old, (1, 1))
+        said = []
+        got = checkpoint.latest_valid([old, new], lambda p: p.read_text() == "ok", log=said.append)
+        assert got == old and "skipping" in said[0] and str(new) in said[0]
+
+
+class TestImageFolder:
+    def make(self, tmp_path):
+        from PIL import Image
+        root = tmp_path / "train"
+        for c in ("n1", "n2"):
+            (root / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(root / c / f"{i}.JPEG", "JPEG")
+        return root
+
+    def test_lists_sorted_classes(self, tmp_path):
+        samples, classes = imagefolder.list_images(self.make(tmp_path))
+        assert classes == ["n1", "n2"] and len(samples) == 4 and samples[-1][1] == 1
+
+    def test_resolve_split_accepts_parent_or_split(self, tmp_path):
+        root = self.make(tmp_path)
+        assert imagefolder.resolve_split(tmp_path, "train") == root
+        assert imagefolder.resolve_split(root, "train") == root
+        with pytest.raises(imagefolder.ImageFolderError, match="does not exist"):
+            imagefolder.resolve_split(tmp_path / "x", "train")
+
+    @pytest.mark.parametrize("kind, problem", [("zero", "zero-byte"), ("trunc", "cannot decode"), ("png", "is PNG"),
+                                               ("garbage", "cannot decode")])
+    def test_bad_images_stop_with_path_or_are_skipped(self, tmp_path, kind, problem):
+        from PIL import Image
+        root = self.make(tmp_path)
+        bad = root / "n1" / "bad.JPEG"
+        if kind == "zero":
+            bad.write_bytes(b"")
+        elif kind == "trunc":
+            good = (root / "n1" / "1.JPEG").read_bytes()
+            bad.write_bytes(good[: len(good) // 2])
+        elif kind == "png":
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bad, "PNG")
+        else:
+            bad.write_bytes(os.urandom(200))
+        samples, _ = imagefolder.list_images(root)
+        with pytest.raises(imagefolder.ImageFolderError) as exc:
+            imagefolder.vet_images(samples)
+        assert str(bad) in str(exc.value) and problem in str(exc.value)
+        said = []
+        good, skipped = imagefolder.vet_images(samples, skip_bad=True, log=said.append)
+        assert len(good) == 4 and skipped[0][0] == str(bad) and said[-1].startswith("skipped 1 bad image")
+
+    def test_cmyk_jpeg_is_accepted(self, tmp_path):
+        from PIL import Image
+        p = tmp_path / "c.JPEG"
+        Image.new("CMYK", (8, 8), (0, 50, 100, 0)).save(p, "JPEG")
+        assert imagefolder.check_image(p) == ""
+
+
+def test_summary_csv_and_png(tmp_path):
+    s = summary.EpochSummary(tmp_path / "summary.csv")
+    for e in range(1, 4):
+        s.add(e, train_loss=1.0 / e, eval_top1=0.3 * e, eval_top5=0.9, lr=0.1, images_per_sec=100.0, time_sec=2.0)
+    s2 = summary.EpochSummary(tmp_path / "summary.csv", resume=True)
+    s2.add(3, train_loss=0.2, eval_top1=0.95)  # a resumed run repeats epoch 3
+    rows = summary.read_summary(tmp_path / "summary.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[-1]["eval_top1"] == "0.95"
+    png = summary.plot_curves(tmp_path / "summary.csv", tmp_path / "curves.png")
+    from PIL import Image
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (1000, 400)
+
+
+def test_progress_plain_lines_when_not_a_tty():
+    buf = io.StringIO()
+    p = progress.Progress(total_steps=4, batch_size=8, stream=buf, every=2)
+    for i in range(4):
+        p.update(epoch=1, step=i + 1, loss=0.5, lr=0.1)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in buf.getvalue() and "[4/4]" in lines[-1] and "img/s" in lines[-1]
+
+
+class TestConfig:
+    def parser(self):
+        import argparse
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--lr", type=float, default=0.1)
+        ap.add_argument("--epochs", type=int, default=5)
+        return ap
+
+    def test_command_line_beats_config_beats_default(self):
+        args = config.parse_args(self.parser(), ["--epochs", "7"], {"lr": 0.5, "epochs": 3})
+        assert args.lr == 0.5 and args.epochs == 7
+
+    def test_unknown_config_key_fails_loudly(self, tmp_path):
+        p = tmp_path / "c.json"
+        p.write_text(json.dumps({"lr": 0.5, "lr_shedule": "cos"}))
+        with pytest.raises(config.ConfigError, match="unknown key.*lr_shedule"):
+            config.parse_args(self.parser(), [], p)
+
+    def test_unparsable_config_names_the_file(self, tmp_path):
+        p = tmp_path / "c.json"
+        p.write_text("{")
+        with pytest.raises(config.ConfigError, match=str(p)):
+            config.parse_args(self.parser(), [], p)
+
+
+def _record(tmp_path, name, ips, acc):
+    p = tmp_path / name
+    p.write_text(json.dumps({"network": "n", "images_per_sec": ips, "accuracy": acc, "device": "cpu"}))
+    return str(p)
+
+
+def test_compare_flags_regressions_beyond_threshold(tmp_path, capsys):
+    base = _record(tmp_path, "npu.json", 1000.0, 0.66)
+    ok = _record(tmp_path, "gpu_ok.json", 980.0, 0.661)
+    slow = _record(tmp_path, "gpu_slow.json", 800.0, 0.66)
+    assert compare.main([base, ok]) == 0
+    assert compare.main([base, ok, slow, "--threshold", "0.05"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: gpu_slow.json: images/sec" in out and "-20.0%" in out
+
+
+def test_compare_rejects_non_records(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text("[1]")
+    with pytest.raises(SystemExit, match="not a run record"):
+        compare.main([str(p)])
+
+
+def test_env_sh_parses_test_flags_and_rejects_bad_ones(tmp_path):
+    script = f"""
+    export MZ_RECIPE_DIR={tmp_path}
+    MZ_PYTHON={sys.executable}
+    source {ROOT}/common/sh/env.sh mindspore 2>/dev/null || true
+    mz_parse_test_args "$@" || exit $?
+    echo "$data_path|$output_path|$train_epochs|$batch_size|$device|${{MZ_EXTRA_ARGS[*]}}"
+    """
+    run = lambda *a: subprocess.run(["bash", "-c", script, "x", *a], capture_output=True, text=True, cwd=tmp_path)
+    (tmp_path / "d").mkdir()
+    r = run("--data_path=d", "--train_epochs=3", "--batch_size=8", "--device=cpu", "--foo=1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{tmp_path}/d|{tmp_path}/test/output/0|3|8|cpu|--foo=1"
+    assert "required" in run("--train_epochs=3").stderr
+    assert run("--data_path=nope").returncode == 2
+    bad = run("--data_path=d", "--batch_size=0")
+    assert bad.returncode == 2 and "positive integer" in bad.stderr
+    assert run("--data_path=d", "--device=tpu").returncode == 2
