@@ -95,7 +95,9 @@ def guess_package(log: str, specs: list[str]) -> str:
 
 
 def pip(python: Path, args: list[str], specs: list[str], name: str, log_path: Path) -> None:
-    cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *args, *specs]
+    # MODELZOO_PIP_ARGS: extra pip flags for every step (e.g. a local --find-links, or --no-index in tests)
+    extra = os.environ.get("MODELZOO_PIP_ARGS", "").split()
+    cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *extra, *args, *specs]
     with open(log_path, "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
@@ -122,7 +124,8 @@ def build(name: str, target: Path) -> None:
         subprocess.check_call([sys.executable, "-m", "venv", str(partial)])
         py = partial / "bin" / "python"
         pip(py, ["--upgrade"], ["pip"], name, log_path)
-        pip(py, [], normal, name, log_path)
+        if normal:
+            pip(py, [], normal, name, log_path)
         if late:
             pip(py, ["--no-build-isolation"], late, name, log_path)
         mods = ENVS[name][1]

@@ -1,0 +1,103 @@
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def build(out, *extra):
+    subprocess.run([sys.executable, str(ROOT / "ci" / "make_data.py"), "--out", str(out), *extra], check=True,
+                   capture_output=True)
+
+
+def test_digits_dataset_is_deterministic_and_complete(tmp_path):
+    build(tmp_path / "a")
+    build(tmp_path / "b")
+    assert tree_hash(tmp_path / "a") == tree_hash(tmp_path / "b")
+    a = tmp_path / "a"
+    assert sorted(p.name for p in (a / "cifar-10-batches-py").iterdir()) == [
+        "batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    assert sorted(p.name for p in (a / "cifar-100-python").iterdir()) == ["meta", "test", "train"]
+    train = list((a / "imagenet" / "train").rglob("*.JPEG"))
+    val = list((a / "imagenet" / "val").rglob("*.JPEG"))
+    assert len(train) == 1497 and len(val) == 300
+    assert len(list((a / "imagenet" / "train").iterdir())) == 10
+
+
+def test_cifar_files_load_with_the_standard_reader_like_the_official_ones(tmp_path):
+    import pickle
+    import numpy as np
+    build(tmp_path / "d", "--formats", "cifar10,cifar100")
+    with open(tmp_path / "d" / "cifar-10-batches-py" / "data_batch_1", "rb") as fh:
+        d = pickle.load(fh, encoding="latin1")
+    assert set(d) == {"batch_label", "labels", "data", "filenames"}
+    assert d["data"].dtype == np.uint8 and d["data"].shape[1] == 3072 and isinstance(d["labels"][0], int)
+    with open(tmp_path / "d" / "cifar-100-python" / "train", "rb") as fh:
+        t = pickle.load(fh, encoding="latin1")
+    assert {"fine_labels", "coarse_labels", "data", "filenames", "batch_label"} == set(t)
+
+
+def test_digits_images_are_real_digits_not_noise(tmp_path):
+    # the class means must differ far more than noise would: a nearest-class-mean classifier on raw pixels
+    import numpy as np
+    from common.cifar import load_cifar10
+    build(tmp_path / "d", "--formats", "cifar10")
+    xtr, ytr, xte, yte, _ = load_cifar10(tmp_path / "d")
+    means = np.stack([xtr[ytr == c].reshape((ytr == c).sum(), -1).mean(0) for c in range(10)])
+    pred = np.argmin(((xte.reshape(len(xte), -1)[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    assert (pred == yte).mean() > 0.8
+
+
+def test_noise_builder_sizes(tmp_path):
+    build(tmp_path / "n", "--noise", "--n_train", "30", "--n_test", "7", "--formats", "imagenet")
+    assert len(list((tmp_path / "n" / "imagenet" / "train").rglob("*.JPEG"))) == 30
+    assert len(list((tmp_path / "n" / "imagenet" / "val").rglob("*.JPEG"))) == 7
+
+
+def test_setup_failure_names_environment_and_package_and_leaves_nothing(tmp_path, monkeypatch):
+    import setup_envs
+    req = tmp_path / "requirements.txt"
+    req.write_text("modelzoo-no-such-package==0.0.1\n")
+    monkeypatch.setattr(setup_envs, "ROOT", tmp_path)
+    monkeypatch.setattr(setup_envs, "ENVS", {"fake": (["requirements.txt"], [])})
+    monkeypatch.setenv("MODELZOO_ENV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MODELZOO_PIP_ARGS", "--no-index")
+    with pytest.raises(setup_envs.SetupError) as exc:
+        setup_envs.ensure("fake")
+    msg = str(exc.value).splitlines()[0]
+    assert "environment 'fake'" in msg and "modelzoo-no-such-package" in msg
+    cache = tmp_path / "cache"
+    assert not any(p.is_dir() for p in cache.iterdir())  # no half-built environment
+    assert not (tmp_path / ".envs" / "fake").exists()
+
+
+def test_setup_is_idempotent_and_keyed_by_requirements(tmp_path, monkeypatch):
+    import setup_envs
+    req = tmp_path / "requirements.txt"
+    req.write_text("# nothing to install\n")
+    monkeypatch.setattr(setup_envs, "ROOT", tmp_path)
+    monkeypatch.setattr(setup_envs, "ENVS", {"fake": (["requirements.txt"], ["json"])})
+    monkeypatch.setenv("MODELZOO_ENV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MODELZOO_PIP_ARGS", "--no-index")
+    monkeypatch.setattr(setup_envs, "read_requirements", lambda name: ([], []))
+    key1 = setup_envs.env_key("fake")
+    setup_envs.ensure("fake")
+    link = tmp_path / ".envs" / "fake"
+    assert link.is_symlink() and (link / ".modelzoo-complete").is_file()
+    calls = []
+    monkeypatch.setattr(setup_envs, "build", lambda *a: calls.append(a))
+    setup_envs.ensure("fake")
+    assert calls == []  # second run with unchanged requirements builds nothing
+    monkeypatch.setattr(setup_envs, "read_requirements", lambda name: (["numpy"], []))
+    assert setup_envs.env_key("fake") != key1
