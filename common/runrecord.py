@@ -93,6 +93,8 @@ def finish_run(*, output_dir, network: str, case: str, framework: str, framework
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "python": platform.python_version(), "machine": platform.machine(), "host": platform.node(),
         "cpu_count": os.cpu_count(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "window_images_per_sec": [round(r, 3) for r in meter.window_rates()],
+        "median_window_images_per_sec": round(meter.as_dict()["median_window_images_per_sec"], 3),
     }
     if extra:
         record.update(extra)

@@ -30,6 +30,7 @@ class ThroughputMeter:
         self.steady_images = 0
         self.steady_steps = 0
         self._t0: Optional[float] = None
+        self._steady_log = []  # (seconds, images, steps) per record() call after warm-up, for windows
 
     # -- recording ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -59,6 +60,7 @@ class ThroughputMeter:
             self.steady_seconds += seconds * (steps - warm) / steps
             self.steady_images += images - warm_images
             self.steady_steps += steps - warm
+            self._steady_log.append((seconds * (steps - warm) / steps, images - warm_images, steps - warm))
 
     # -- results -----------------------------------------------------------------------------
     @property
@@ -85,10 +87,31 @@ class ThroughputMeter:
         seconds, _, steps = self._window()
         return seconds / steps if steps else 0.0
 
+    def window_rates(self, windows: int = 5) -> list:
+        """Global images/sec of up to ``windows`` contiguous windows of the steady-state steps.
+
+        The median of these is robust to one slow window (a checkpoint save, another process).
+        """
+        log = self._steady_log
+        if not log:
+            return []
+        n = min(windows, len(log))
+        bounds = [round(i * len(log) / n) for i in range(n + 1)]
+        rates = []
+        for a, b in zip(bounds, bounds[1:]):
+            secs = sum(r[0] for r in log[a:b])
+            imgs = sum(r[1] for r in log[a:b])
+            if secs > 0:
+                rates.append(imgs * self.world_size / secs)
+        return rates
+
     def as_dict(self) -> dict:
+        rates = self.window_rates()
+        median = sorted(rates)[len(rates) // 2] if rates else 0.0
         return {"images_per_sec": self.images_per_sec, "sec_per_step": self.sec_per_step,
                 "warmup_seconds": self.warmup_seconds, "warmup_steps": self.warmup_steps_done,
-                "steady_steps": self.steady_steps, "steady": self.steady, "world_size": self.world_size}
+                "steady_steps": self.steady_steps, "steady": self.steady, "world_size": self.world_size,
+                "window_images_per_sec": rates, "median_window_images_per_sec": median}
 
 
 def sum_rates(per_rank_images_per_sec) -> float:

@@ -99,6 +99,15 @@ class TestThroughputMeter:
         dt = m.stop()
         assert dt >= 0 and m.steady_steps == 1 and math.isfinite(m.sec_per_step)
 
+    def test_window_rates_split_steady_steps_and_median_resists_one_slow_window(self):
+        m = ThroughputMeter(batch_size=10, warmup_steps=1)
+        m.record(9.0)
+        for dt in [0.1, 0.1, 1.0, 0.1, 0.1]:  # one slow step (e.g. a checkpoint save)
+            m.record(dt)
+        assert m.window_rates(5) == pytest.approx([100, 100, 10, 100, 100])
+        assert m.as_dict()["median_window_images_per_sec"] == pytest.approx(100)
+        assert ThroughputMeter(batch_size=1).window_rates() == []
+
     def test_bad_arguments_are_refused(self):
         with pytest.raises(ValueError):
             ThroughputMeter(batch_size=0)
