@@ -99,7 +99,7 @@ def write_imagenet(out: Path, imgs, labels, train_idx, test_idx, num_classes: in
             (out / split / WNIDS[labels[j]] / f"{WNIDS[labels[j]]}_{j:05d}.JPEG").write_bytes(buf.getvalue())
 
 
-def build(out_root: Path, noise: bool, seed: int, n_train: int, n_test: int, formats) -> Path:
+def build(out_root: Path, noise: bool, seed: int, n_train: int, n_test: int, formats, imagenet_size: int = 64) -> Path:
     tag = "noise" if noise else "digits"
     # write into a temporary sibling, then swap in: an interrupted build never leaves half a dataset
     out_root.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,8 @@ def build(out_root: Path, noise: bool, seed: int, n_train: int, n_test: int, for
             if "cifar100" in formats:
                 write_cifar100(tmp / "cifar-100-python", imgs, labels, tr, te, tag)
         if "imagenet" in formats:
-            imgs, labels, tr, te = (noise_images(n_train, n_test, 64, 10, seed) if noise else digits_images(64))
+            imgs, labels, tr, te = (noise_images(n_train, n_test, imagenet_size, 10, seed) if noise
+                                    else digits_images(imagenet_size))
             write_imagenet(tmp / "imagenet", imgs, labels, tr, te, 10)
         if out_root.exists():
             shutil.rmtree(out_root)
@@ -131,12 +132,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n_train", type=int, default=100, help="noise: training images")
     ap.add_argument("--n_test", type=int, default=20, help="noise: test images")
     ap.add_argument("--formats", default="cifar10,cifar100,imagenet")
+    ap.add_argument("--imagenet_size", type=int, default=64,
+                    help="side of the ImageNet-layout JPEGs (benchmarks use real sizes, e.g. 320)")
     args = ap.parse_args(argv)
     formats = set(args.formats.split(","))
     if formats - {"cifar10", "cifar100", "imagenet"}:
         ap.error(f"unknown format(s): {sorted(formats - {'cifar10', 'cifar100', 'imagenet'})}")
     out = Path(args.out) if args.out else ROOT / "data" / ("noise" if args.noise else "digits")
-    build(out, args.noise, args.seed, args.n_train, args.n_test, formats)
+    if args.imagenet_size < 8 or args.n_train < 1 or args.n_test < 1:
+        ap.error("--imagenet_size must be >= 8 and --n_train/--n_test >= 1")
+    build(out, args.noise, args.seed, args.n_train, args.n_test, formats, args.imagenet_size)
     print(f"make_data: wrote {', '.join(sorted(formats))} to {out}")
     return 0
 
