@@ -99,8 +99,20 @@ def write_imagenet(out: Path, imgs, labels, train_idx, test_idx, num_classes: in
             (out / split / WNIDS[labels[j]] / f"{WNIDS[labels[j]]}_{j:05d}.JPEG").write_bytes(buf.getvalue())
 
 
+def _stamp(*args) -> str:
+    """Identifies the builder version and arguments, so an unchanged dataset is not rewritten."""
+    import hashlib
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(repr([sorted(a) if isinstance(a, set) else a for a in args]).encode())
+    return h.hexdigest()[:16]
+
+
 def build(out_root: Path, noise: bool, seed: int, n_train: int, n_test: int, formats, imagenet_size: int = 64) -> Path:
     tag = "noise" if noise else "digits"
+    stamp = _stamp(noise, seed, n_train, n_test, formats, imagenet_size)
+    if (out_root / ".stamp").is_file() and (out_root / ".stamp").read_text().strip() == stamp:
+        print(f"make_data: {out_root} is up to date")
+        return out_root
     # write into a temporary sibling, then swap in: an interrupted build never leaves half a dataset
     out_root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", dir=out_root.parent))
@@ -115,9 +127,14 @@ def build(out_root: Path, noise: bool, seed: int, n_train: int, n_test: int, for
             imgs, labels, tr, te = (noise_images(n_train, n_test, imagenet_size, 10, seed) if noise
                                     else digits_images(imagenet_size))
             write_imagenet(tmp / "imagenet", imgs, labels, tr, te, 10)
+        (tmp / ".stamp").write_text(stamp + "\n")
+        # swap in with renames only, so readers never see a missing or half-written folder
+        old = out_root.with_name(f".{out_root.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
         if out_root.exists():
-            shutil.rmtree(out_root)
+            out_root.rename(old)
         tmp.rename(out_root)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
