@@ -1,0 +1,63 @@
+"""Evaluate a Tiny-DarkNet checkpoint on an ImageNet-style val folder: prints top-1 and top-5.
+
+As mindspore-ai/models research/cv/tinydarknet eval.py (``accuracy:  {...}``), but every val image counts
+(the original dropped the last partial batch).
+
+    python eval.py --val_data_dir=/data/imagenet/val --checkpoint_path=train_tinydarknet_imagenet-500_1251.ckpt
+"""
+import json
+import sys
+from pathlib import Path
+
+import mindspore as ms
+from mindspore.train import Model
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ without any setup
+from common.checkpoint import CheckpointError  # noqa: E402
+from common.imagefolder import ImageFolderError  # noqa: E402
+from src.CrossEntropySmooth import CrossEntropySmooth  # noqa: E402
+from src.config import device_id_from_env, get_config  # noqa: E402
+from src.dataset import create_dataset_imagenet, find_split, load_samples  # noqa: E402
+from src.tinydarknet import TinyDarkNet  # noqa: E402
+from src.utils import detect_device, fail, read_checkpoint, setup_context  # noqa: E402
+
+KEYS = ["device_target", "device_id", "seed", "dataset_name", "data_path", "val_data_dir", "num_classes",
+        "image_size", "batch_size", "num_parallel_workers", "check_images", "skip_bad_images", "checkpoint_path"]
+
+
+def main(argv=None):
+    cfg = get_config(argv, description=__doc__.splitlines()[0], keys=KEYS, prog="eval.py")
+    device = detect_device(cfg.device_target)
+    setup_context(device, device_id_from_env(cfg))
+
+    try:
+        val_dir = find_split(cfg.val_data_dir or cfg.data_path, "val")
+        samples, classes = load_samples(val_dir, cfg.check_images, cfg.skip_bad_images,
+                                        cfg.num_parallel_workers or 1)
+        params = read_checkpoint(cfg.checkpoint_path)
+    except (ImageFolderError, CheckpointError) as exc:
+        fail(str(exc))
+    if len(classes) > cfg.num_classes:
+        fail(f"{val_dir}: {len(classes)} class folders but num_classes is {cfg.num_classes}")
+
+    net = TinyDarkNet(num_classes=cfg.num_classes)
+    missing, _ = ms.load_param_into_net(net, params, strict_load=False)
+    if missing:
+        fail(f"{cfg.checkpoint_path}: lacks {len(missing)} network parameter(s), e.g. {missing[0]} "
+             f"(was it trained with num_classes={cfg.num_classes}?)")
+    net.set_train(False)
+    loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.0, num_classes=cfg.num_classes)
+    model = Model(net, loss_fn=loss, metrics={"top_1_accuracy", "top_5_accuracy"})
+    data = create_dataset_imagenet(samples, False, cfg.batch_size, cfg.image_size, cfg.seed,
+                                   num_parallel_workers=cfg.num_parallel_workers)
+    acc = model.eval(data, dataset_sink_mode=False)
+    acc = {k: float(acc[k]) for k in ("top_1_accuracy", "top_5_accuracy")}
+    print(f"evaluated {len(samples)} images from {val_dir} with {cfg.checkpoint_path}")
+    print("accuracy: ", acc)
+    print("result:", json.dumps(acc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

