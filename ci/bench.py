@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""`make bench`: measure every recipe side by side and write BENCHMARKS.md + bench_output/bench.json.
+
+Per recipe, in one run:
+ 1. the recipe's real training path (its own `test/train_performance_1p.sh`) on synthetic data of the
+    real shape (noise in the real file format) -> steady-state images/sec (median of timed windows from
+    the run record; warm-up / graph compilation reported apart) and the peak resident memory;
+ 2. the same model's bare step loop in the same framework (forward, backward, optimiser update; fixed
+    in-memory batch, no input pipeline, no logging) -> the recipe's overhead ratio;
+ 3. FLOPs per training image (counted: see each benchlib module) x images/sec against the dense
+    matmul rate measured in the same framework and run -> model FLOP utilisation (MFU);
+ 4. the input pipeline alone (decode + augment + batch) -> its images/sec against the model's rate;
+ 5. framework versions, thread settings and the exact commands.
+
+    python ci/bench.py [recipe ...] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench_output"
+sys.path.insert(0, str(ROOT))
+
+# recipe -> environment, dataset format, synthetic data size, perf script arguments
+RECIPES = {
+    "cspnet_tf1": {"env": "tf", "format": "cifar10", "n_train": 64 * 24, "args": ["--train_epochs=2", "--batch_size=64"]},
+    "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"]},
+    "resnet50_cifar_pt": {"env": "torch", "format": "cifar100", "n_train": 16 * 40, "args": ["--train_epochs=1", "--batch_size=16"]},
+    "sppnet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 16 * 8, "args": ["--train_epochs=2", "--batch_size=16"]},
+    "tinydarknet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 32 * 12, "args": ["--train_epochs=2", "--batch_size=32"]},
+}
+MAXRSS_WRAPPER = ("import resource,subprocess,sys\n"
+                  "rc=subprocess.call(sys.argv[1:])\n"
+                  "print('BENCH_MAXRSS_KB:%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+                  "sys.exit(rc)")
+
+
+def synthetic_data(fmt: str, n_train: int) -> Path:
+    out = OUT / "data" / f"{fmt}_{n_train}"
+    cmd = [sys.executable, str(ROOT / "ci" / "make_data.py"), "--noise", "--out", str(out), "--formats", fmt,
+           "--n_train", str(n_train), "--n_test", "64", "--imagenet_size", "320"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+def run_recipe(name: str, spec: dict, data: Path) -> dict:
+    out = OUT / name / "recipe_run"
+    script = ROOT / name / "test" / "train_performance_1p.sh"
+    cmd = [sys.executable, "-c", MAXRSS_WRAPPER, "bash", str(script), f"--data_path={data}",
+           f"--output_path={out}", "--device=cpu", *spec["args"]]
+    t0 = time.time()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (OUT / name).mkdir(parents=True, exist_ok=True)
+    (OUT / name / "recipe_run.log").write_text(proc.stdout)
+    res = {"command": " ".join(shlex.quote(c) for c in cmd[3:]), "wall_seconds": round(time.time() - t0, 1)}
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH_MAXRSS_KB:"):
+            res["peak_rss_mb"] = round(int(line.split(":")[1]) / 1024, 1)
+    if proc.returncode != 0:
+        res["error"] = f"exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
+        return res
+    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    recs = [r for r in recs if isinstance(r, dict) and "images_per_sec" in r]
+    if not recs:
+        res["error"] = "no run record written"
+        return res
+    r = recs[-1]
+    res.update(images_per_sec=r.get("median_window_images_per_sec") or r["images_per_sec"],
+               mean_images_per_sec=r["images_per_sec"], warmup_seconds=r.get("warmup_seconds"),
+               window_images_per_sec=r.get("window_images_per_sec"), framework=r.get("framework"),
+               framework_version=r.get("framework_version"), params=r.get("params"))
+    return res
+
+
+def run_bare(name: str, spec: dict, data: Path, quick: bool) -> dict:
+    py = ROOT / ".envs" / spec["env"] / "bin" / "python"
+    cmd = [sys.executable, "-c", MAXRSS_WRAPPER, str(py), "-m", f"ci.benchlib.{name}", "--data", str(data)]
+    if quick:
+        cmd.append("--quick")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    (OUT / name).mkdir(parents=True, exist_ok=True)
+    (OUT / name / "bare.log").write_text(proc.stdout)
+    res = {"command": " ".join(shlex.quote(c) for c in cmd[3:])}
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH_JSON:"):
+            res.update(json.loads(line[len("BENCH_JSON:"):]))
+        elif line.startswith("BENCH_MAXRSS_KB:"):
+            res["peak_rss_mb"] = round(int(line.split(":")[1]) / 1024, 1)
+    if proc.returncode != 0 or "bare" not in res:
+        res["error"] = f"exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
+    return res
+
+
+def derive(recipe: dict, bare: dict) -> dict:
+    d = {}
+    r_ips, b = recipe.get("images_per_sec"), bare.get("bare", {}).get("images_per_sec")
+    if r_ips and b:
+        d["recipe_vs_bare"] = r_ips / b
+    fl, mm = bare.get("flops_per_image_train"), bare.get("matmul_flops_per_sec")
+    if fl and mm:
+        if r_ips:
+            d["mfu_recipe"] = fl * r_ips / mm
+        if b:
+            d["mfu_bare"] = fl * b / mm
+    p = bare.get("pipeline", {}).get("images_per_sec")
+    if p and r_ips:
+        d["pipeline_vs_model"] = p / r_ips
+    return d
+
+
+def fmt(v, spec="{:.1f}"):
+    return "-" if v is None else spec.format(v)
+
+
+def markdown(results: dict, started: str) -> str:
+    lines = ["# Benchmarks", "",
+             f"Produced by `make bench` (`python ci/bench.py`) on {started}; machine: {platform.machine()}, "
+             f"{os.cpu_count()} CPU cores, Python {platform.python_version()}. Every figure below comes from that run.",
+             "Method: DESIGN.md section 9 and the docstring of `ci/bench.py`. images/sec are steady-state medians of "
+             "timed windows (warm-up / compilation excluded and listed apart). MFU = counted FLOPs per training "
+             "image x images/sec / dense fp32 matmul FLOP/s measured in the same framework in the same run.", ""]
+    lines += ["| recipe | batch | recipe img/s | bare loop img/s | recipe / bare | pipeline img/s | pipeline / model | "
+              "GFLOP/img (train) | matmul GFLOP/s | MFU (recipe) | warm-up s | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        r, b, d = res["recipe"], res["bare"], res["derived"]
+        lines.append("| " + " | ".join([
+            name, str(b.get("batch_size", "-")), fmt(r.get("images_per_sec")), fmt(b.get("bare", {}).get("images_per_sec")),
+            fmt(d.get("recipe_vs_bare"), "{:.1%}"), fmt(b.get("pipeline", {}).get("images_per_sec")),
+            fmt(d.get("pipeline_vs_model"), "{:.1f}x"),
+            fmt(b.get("flops_per_image_train") and b["flops_per_image_train"] / 1e9, "{:.3f}"),
+            fmt(b.get("matmul_flops_per_sec") and b["matmul_flops_per_sec"] / 1e9),
+            fmt(d.get("mfu_recipe"), "{:.1%}"), fmt(r.get("warmup_seconds")),
+            fmt(max(r.get("peak_rss_mb") or 0, b.get("peak_rss_mb") or 0) or None)]) + " |")
+    lines.append("")
+    for name, res in results.items():
+        r, b = res["recipe"], res["bare"]
+        lines += [f"## {name}", "",
+                  f"- framework: {b.get('framework', r.get('framework', '?'))} {b.get('framework_version', r.get('framework_version', ''))}; "
+                  f"threads: {b.get('threads', '?')}",
+                  f"- FLOPs method: {b.get('flops_method', '-')}",
+                  f"- recipe command: `{r.get('command', '-')}` (windows img/s: {r.get('window_images_per_sec', '-')})",
+                  f"- bare loop / pipeline command: `{b.get('command', '-')}`"]
+        if b.get("notes"):
+            lines.append(f"- notes: {b['notes']}")
+        for key in ("error",):
+            if r.get(key):
+                lines.append(f"- recipe run error: {r[key]}")
+            if b.get(key):
+                lines.append(f"- bare loop error: {b[key]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Benchmark every recipe; writes BENCHMARKS.md")
+    ap.add_argument("recipes", nargs="*", default=list(RECIPES))
+    ap.add_argument("--quick", action="store_true", help="fewer timed windows (smoke test of the harness)")
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args(argv)
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown:
+        ap.error(f"unknown recipe(s) {unknown}")
+    OUT.mkdir(exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = {}
+    for name in args.recipes:
+        spec = RECIPES[name]
+        print(f"=== bench {name}", flush=True)
+        data = synthetic_data(spec["format"], spec["n_train"])
+        recipe = run_recipe(name, spec, data)
+        bare = run_bare(name, spec, data, args.quick)
+        results[name] = {"recipe": recipe, "bare": bare, "derived": derive(recipe, bare)}
+        print(json.dumps(results[name]["derived"]), recipe.get("error", ""), bare.get("error", ""), flush=True)
+    (OUT / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = markdown(results, started)
+    Path(args.out).write_text(md + "\n")
+    print(md)
+    return 1 if any(r["recipe"].get("error") or r["bare"].get("error") for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

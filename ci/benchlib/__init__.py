@@ -1,0 +1,56 @@
+"""Framework-side pieces of `make bench` (ci/bench.py runs each recipe's module in its environment).
+
+Each ``<recipe>.py`` here prints one JSON object (after the marker ``BENCH_JSON:``) with the bare step
+loop's throughput, the model's counted FLOPs per training image, the framework's measured dense matmul
+rate and the input pipeline's throughput, all in the same process and framework.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def timed_windows(step, images_per_step: int, warmup: int = 3, windows: int = 5, steps_per_window: int = 5) -> dict:
+    """Run ``step()`` ``warmup`` times untimed, then ``windows`` timed windows; median images/sec."""
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    warm = time.perf_counter() - t0
+    rates = []
+    for _ in range(windows):
+        t = time.perf_counter()
+        for _ in range(steps_per_window):
+            step()
+        rates.append(images_per_step * steps_per_window / (time.perf_counter() - t))
+    return {"images_per_sec": statistics.median(rates), "window_images_per_sec": [round(r, 3) for r in rates],
+            "warmup_seconds": round(warm, 3), "warmup_steps": warmup, "steps_per_window": steps_per_window}
+
+
+def emit(result: dict) -> None:
+    result.setdefault("python", platform.python_version())
+    result.setdefault("threads_env", {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    result.setdefault("cpu_count", os.cpu_count())
+    print("BENCH_JSON:" + json.dumps(result), flush=True)
+
+
+def conv_dense_flops(layers) -> int:
+    """2 x multiply-accumulates of conv and dense layers: ``layers`` yields
+    ('conv', cin_per_group, cout, kh, kw, hout, wout) or ('dense', fin, fout)."""
+    total = 0
+    for layer in layers:
+        if layer[0] == "conv":
+            _, cin, cout, kh, kw, ho, wo = layer
+            total += 2 * cin * cout * kh * kw * ho * wo
+        else:
+            _, fin, fout = layer
+            total += 2 * fin * fout
+    return total

@@ -1,0 +1,60 @@
+"""MindSpore pieces: dense matmul rate and conv/dense FLOP counting by walking a network's cells.
+
+MindSpore has no built-in FLOP counter for CPU graphs; the count here is 2 x MACs of every Conv2d and
+Dense cell at the shapes seen in one PyNative forward pass (forward hooks), times 3 for a training
+step (backward = 2 x forward for these layers). Pooling, BN, activations and LRN are left out (they
+are a few percent and not matmul-shaped).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def matmul_rate(n: int = 2048, reps: int = 20) -> float:
+    import mindspore as ms
+    from mindspore import ops
+    a = ms.Tensor(np.random.randn(n, n).astype(np.float32))
+    b = ms.Tensor(np.random.randn(n, n).astype(np.float32))
+    ops.matmul(a, b).asnumpy()
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        out = None
+        for _ in range(reps):
+            out = ops.matmul(a, b)
+        out.asnumpy()
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
+    return best
+
+
+def forward_flops(net, x) -> int:
+    """Count conv/dense FLOPs of one forward pass of ``net`` on ``x`` (batch 1 recommended)."""
+    import mindspore as ms
+    from mindspore import nn
+    layers, handles = [], []
+
+    def conv_hook(cell, inputs, output):
+        cin = cell.in_channels // cell.group
+        kh, kw = cell.kernel_size
+        layers.append(("conv", cin, cell.out_channels, kh, kw, output.shape[2], output.shape[3]))
+
+    def dense_hook(cell, inputs, output):
+        layers.append(("dense", cell.in_channels, cell.out_channels))
+
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.Conv2d):
+            handles.append(cell.register_forward_hook(conv_hook))
+        elif isinstance(cell, nn.Dense):
+            handles.append(cell.register_forward_hook(dense_hook))
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        net(x)
+    finally:
+        ms.set_context(mode=mode)
+        for h in handles:
+            h.remove()
+    from ci.benchlib import conv_dense_flops
+    return conv_dense_flops(layers) // x.shape[0]

@@ -1,0 +1,42 @@
+"""TensorFlow pieces: dense matmul rate and graph FLOP counting (tf.compat.v1 profiler)."""
+from __future__ import annotations
+
+import time
+
+import tensorflow as tf
+
+
+def matmul_rate(n: int = 2048, reps: int = 20) -> float:
+    """float32 FLOP/s of an n x n matmul chain in a tf.function (graph), best of 3."""
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+
+    scale = 1.0 / n ** 0.5
+
+    @tf.function
+    def chain(x, y):
+        # each product feeds the next, so grappler cannot fold repeated identical matmuls into one
+        for _ in range(reps):
+            x = tf.matmul(x, y) * scale
+        return x
+
+    chain(a, b).numpy()
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        chain(a, b).numpy()
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
+    return best
+
+
+def graph_float_ops(graph, fetch_prefix=None) -> int:
+    """Float ops the tf.compat.v1 profiler counts in ``graph`` (forward ops with known shapes)."""
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    prof = tf.compat.v1.profiler.profile(graph, options=opts)
+    return int(prof.total_float_ops)
+
+
+def threads() -> dict:
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
