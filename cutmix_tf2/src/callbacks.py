@@ -1,0 +1,123 @@
+"""Keras callbacks: the original's TimeHistory, per-epoch checkpoints, CSV summary + curves, progress."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import tf_keras as keras
+
+from common.progress import Progress
+from common.summary import EpochSummary, plot_curves
+from src import checkpointing
+
+
+class TimeHistory(keras.callbacks.Callback):
+    """Times every training step into a ThroughputMeter and prints the original's line every ``log_steps``.
+
+    Time between epochs (evaluation, checkpointing) is not counted: the clock restarts at each
+    epoch's first batch.
+    """
+
+    def __init__(self, batch_size, log_steps, meter, stream=None):
+        super().__init__()
+        self.batch_size = batch_size
+        self.log_steps = log_steps
+        self.meter = meter
+        self.stream = stream or sys.stdout
+        self.global_steps = 0
+        self._t = None
+        self._log_t = None
+        self._log_step = 0
+        self.epoch_seconds = 0.0
+        self.epoch_steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = None
+        self.epoch_seconds = 0.0
+        self.epoch_steps = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._t is None:
+            self._t = now
+        if self._log_t is None:
+            self._log_t, self._log_step = now, self.global_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        dt, self._t = now - self._t, now
+        self.meter.record(dt)
+        self.global_steps += 1
+        self.epoch_seconds += dt
+        self.epoch_steps += 1
+        if self.global_steps % self.log_steps == 0:
+            elapsed = now - self._log_t
+            steps = self.global_steps - self._log_step
+            print("TimeHistory: %.2f seconds, %.2f examples/second between steps %d and %d"
+                  % (elapsed, steps * self.batch_size / elapsed, self._log_step, self.global_steps),
+                  file=self.stream, flush=True)
+            self._log_t = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._log_t = None  # the next window starts at the next step, not during evaluation
+
+    @property
+    def epoch_images_per_sec(self):
+        return self.epoch_steps * self.batch_size / self.epoch_seconds if self.epoch_seconds else 0.0
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Writes ``checkpoints/epoch_NNNN`` after every epoch (weights + optimiser), keeping the last ``keep``."""
+
+    def __init__(self, root, extra=None, keep=2):
+        super().__init__()
+        self.root, self.extra, self.keep = Path(root), extra or {}, keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        checkpointing.save(self.root, epoch + 1, self.model, self.extra, self.keep)
+
+
+class SummaryWriter(keras.callbacks.Callback):
+    """One ``summary.csv`` row per epoch and a refreshed ``curves.png`` beside the checkpoints."""
+
+    def __init__(self, output_dir, timer, resume=False, title="cutmix_tf2"):
+        super().__init__()
+        self.csv = Path(output_dir) / "summary.csv"
+        self.png = Path(output_dir) / "curves.png"
+        self.summary = EpochSummary(self.csv, resume=resume)
+        self.timer, self.title = timer, title
+        self._t0 = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.summary.add(epoch + 1, train_loss=_f(logs.get("loss")), eval_top1=_f(logs.get("val_accuracy")),
+                         lr=_f(keras.backend.get_value(self.model.optimizer.learning_rate)),
+                         images_per_sec=self.timer.epoch_images_per_sec, time_sec=time.perf_counter() - self._t0)
+        plot_curves(self.csv, self.png, title=self.title, labels=[self.title])
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """common.progress: a live line on a terminal, a plain line every ``every`` steps in a log file."""
+
+    def __init__(self, total_steps, batch_size, every):
+        super().__init__()
+        self.progress = Progress(total_steps, batch_size, every=every)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        lr = _f(keras.backend.get_value(self.model.optimizer.learning_rate))
+        self.progress.update(self.epoch, batch + 1, _f((logs or {}).get("loss", float("nan"))), lr)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.end_epoch()
+
+
+def _f(v):
+    return None if v is None else float(v)

@@ -1,0 +1,99 @@
+"""Per-epoch training checkpoints: weights + optimiser state in a directory written atomically.
+
+Each ``epoch_NNNN/`` holds a ``tf.train.Checkpoint`` and ``meta.json`` with the epoch and the size and
+SHA-256 of every file, so a truncated or corrupt checkpoint is found without asking TensorFlow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from common.checkpoint import CheckpointError, atomic_write_dir, latest_valid
+
+PREFIX = "ckpt"
+META = "meta.json"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_optimizer_state(model) -> None:
+    """Create the optimiser's slot variables now, so a restore fills them instead of deferring."""
+    model.optimizer.build(model.trainable_variables)
+
+
+def save(root, epoch: int, model, extra=None, keep: int = 2) -> Path:
+    root = Path(root)
+
+    def write(tmp):
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(os.path.join(tmp, PREFIX))
+        files = {p.name: {"size": p.stat().st_size, "sha256": _digest(p)} for p in sorted(Path(tmp).iterdir())}
+        meta = {"epoch": epoch, "files": files, **(extra or {})}
+        with open(os.path.join(tmp, META), "w") as fh:
+            json.dump(meta, fh, indent=1)
+
+    path = atomic_write_dir(root / f"epoch_{epoch:04d}", write)
+    for old in sorted(root.glob("epoch_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_meta(path) -> dict:
+    path = Path(path)
+    try:
+        meta = json.loads((path / META).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not a checkpoint (no {META})") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / META}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or not isinstance(meta.get("files"), dict):
+        raise CheckpointError(f"{path / META}: malformed checkpoint metadata")
+    return meta
+
+
+def verify(path) -> dict:
+    """The checkpoint's metadata, after checking every file's size and hash; CheckpointError if any differs."""
+    path = Path(path)
+    meta = read_meta(path)
+    for name, want in meta["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing from checkpoint")
+        if f.stat().st_size != want.get("size") or _digest(f) != want.get("sha256"):
+            raise CheckpointError(f"{f}: truncated or corrupt (size/hash differ from {META})")
+    return meta
+
+
+def _is_valid(path) -> bool:
+    try:
+        verify(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def find_latest(root, log=print):
+    """Newest valid ``epoch_*`` checkpoint under ``root`` (each invalid one is reported), or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    return latest_valid(sorted(root.glob("epoch_*")), _is_valid, log=log)
+
+
+def restore(path, model) -> int:
+    """Load weights and optimiser state from a checkpoint directory; returns the epochs it had completed."""
+    meta = verify(path)
+    build_optimizer_state(model)
+    status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(os.path.join(str(path), PREFIX))
+    status.assert_existing_objects_matched()
+    return meta["epoch"]

@@ -1,0 +1,55 @@
+"""ResNet-20 v1 in the Keras "ResNet v1 for CIFAR" style used by the keras-io CutMix example.
+
+Every convolution keeps its bias and the two projection shortcuts are bare 1x1 convolutions (no BN),
+which is why the trainable count is 273,066 and not the 272,474 of the PyTorch-style ResNet-20.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tf_keras as keras  # noqa: E402  (the env var must be set before Keras is imported)
+
+TRAINABLE_PARAMS = 273_066
+TOTAL_PARAMS = 274_442
+
+
+def resnet_layer(x, filters=16, kernel_size=3, strides=1, activation="relu", batch_norm=True):
+    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                            kernel_initializer="he_normal",
+                            kernel_regularizer=keras.regularizers.l2(1e-4))(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization()(x)
+    if activation is not None:
+        x = keras.layers.Activation(activation)(x)
+    return x
+
+
+def resnet_v1(input_shape=(32, 32, 3), depth=20, num_classes=10):
+    if (depth - 2) % 6:
+        raise ValueError(f"ResNet v1 depth must be 6n+2, got {depth}")
+    blocks = (depth - 2) // 6
+    inputs = keras.Input(shape=input_shape)
+    x = resnet_layer(inputs)
+    filters = 16
+    for stack in range(3):
+        for block in range(blocks):
+            strides = 2 if stack > 0 and block == 0 else 1
+            y = resnet_layer(x, filters, strides=strides)
+            y = resnet_layer(y, filters, activation=None)
+            if strides != 1:
+                # projection shortcut: 1x1 strided conv, no BN, no activation (as upstream)
+                x = resnet_layer(x, filters, kernel_size=1, strides=strides, activation=None, batch_norm=False)
+            x = keras.layers.Activation("relu")(keras.layers.add([x, y]))
+        filters *= 2
+    x = keras.layers.AveragePooling2D(pool_size=8)(x)
+    x = keras.layers.Flatten()(x)
+    # float32 head so that a mixed-precision policy never produces float16 probabilities
+    outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
+                                 dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=f"resnet{depth}_v1")
+
+
+def count_params(model):
+    trainable = sum(int(w.shape.num_elements()) for w in model.trainable_weights)
+    return trainable, trainable + sum(int(w.shape.num_elements()) for w in model.non_trainable_weights)
