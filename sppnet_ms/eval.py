@@ -1,0 +1,99 @@
+"""Evaluate a ZFNet / SPPNet checkpoint (top-1 / top-5) on an ImageNet-style folder, as the original ``eval.py``.
+
+The network is built with ``phase='test'`` (no dropout). Input size and class count default to what the
+checkpoint's training run recorded, so ``best.ckpt`` reproduces the accuracy printed at the end of training.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train import positive_int, str2bool  # noqa: E402  (after the path set-up above)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Evaluate a ZFNet / SPPNet checkpoint.')
+    p.add_argument('--test_model', default='sppnet_single', choices=['zfnet', 'sppnet_single', 'sppnet_mult'])
+    p.add_argument('--data_path', default='./imagenet_original/val',
+                   help='evaluation folder (class sub-folders) or its parent holding val/')
+    p.add_argument('--ckpt_path', default='./ckpt/best.ckpt', help='checkpoint file')
+    p.add_argument('--device_target', default='auto', help='Ascend | GPU | CPU | auto')
+    p.add_argument('--device_id', type=int, default=int(os.environ.get('DEVICE_ID', 0)))
+    p.add_argument('--dataset_sink_mode', type=str2bool, default=False,
+                   help='accepted for the original scripts; evaluation always streams batches from the host')
+    p.add_argument('--batch_size', type=positive_int, default=None, help='default: the model config')
+    p.add_argument('--image_size', type=positive_int, default=None, help='default: the checkpoint\'s, else 224')
+    p.add_argument('--num_classes', type=positive_int, default=None, help="default: the checkpoint's")
+    p.add_argument('--skip_bad_images', action='store_true', help='skip (and list) unreadable images')
+    p.add_argument('--vet_images', type=str2bool, default=True, help='decode every image once before evaluating')
+    p.add_argument('--workers', type=positive_int, default=None, help='data pipeline threads')
+    p.add_argument('--result_file', default=None, help='also write the result as JSON here')
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import mindspore as ms
+    from mindspore import nn
+    from mindspore.train import Model
+
+    from common.checkpoint import CheckpointError, atomic_write_text
+    from common.imagefolder import ImageFolderError
+
+    from src.config import get_config
+    from src.dataset import create_dataset_imagenet, load_split
+    from src.eval_callback import evaluate
+    from src.sppnet import SppNet
+    from src.utils import load_ckpt, meta_value, resolve_device_target
+
+    params = load_ckpt(args.ckpt_path)
+    trained = meta_value(params, 'train_model')
+    if trained not in (None, args.test_model) and {trained, args.test_model} & {'zfnet'}:
+        raise CheckpointError(f"{args.ckpt_path}: checkpoint is a {trained} model, not {args.test_model}")
+    if 'fc3.weight' not in params:
+        raise CheckpointError(f"{args.ckpt_path}: no fc3.weight, not a ZFNet/SPPNet checkpoint")
+    num_classes = args.num_classes or int(params['fc3.weight'].shape[0])
+    image_size = args.image_size or int(meta_value(params, 'image_size', 224))
+    batch_size = args.batch_size or get_config(args.test_model).batch_size
+
+    target = resolve_device_target(args.device_target)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device(target, args.device_id)
+
+    samples, classes = load_split(args.data_path, 'val', args.vet_images, args.skip_bad_images)
+    if len(classes) > num_classes:
+        raise ImageFolderError(f"{args.data_path}: {len(classes)} class folders but the model has {num_classes} outputs")
+    net = SppNet(num_classes, 'test', True, args.test_model, image_size)
+    not_loaded, _ = ms.load_param_into_net(net, params)
+    if not_loaded:
+        raise CheckpointError(f"{args.ckpt_path}: missing parameters {not_loaded[:3]} for {args.test_model} "
+                              f"at image size {image_size}")
+    net.set_train(False)
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction='mean')
+    model = Model(net, loss_fn=loss, metrics={'top_1_accuracy', 'top_5_accuracy'})
+    dataset = create_dataset_imagenet(samples, batch_size, args.test_model, False, image_size, workers=args.workers)
+    print('============== Starting Testing ==============')
+    print(f'load checkpoint from [{args.ckpt_path}].')
+    res = evaluate(model, dataset)
+    print(f'result : {res}')
+    if args.result_file:
+        atomic_write_text(args.result_file, json.dumps(dict(res, images=len(samples), ckpt=args.ckpt_path,
+                                                             image_size=image_size), indent=2) + '\n')
+    return 0
+
+
+def run(argv=None):
+    from common.checkpoint import CheckpointError
+    from common.imagefolder import ImageFolderError
+    try:
+        return main(argv)
+    except (ImageFolderError, CheckpointError, ValueError) as exc:
+        print(f'ERROR: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(run())

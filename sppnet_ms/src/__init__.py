@@ -1,0 +1,1 @@
+"""ZFNet / SPPNet recipe (mirrors mindspore-ai/models research/cv/SPPNet)."""

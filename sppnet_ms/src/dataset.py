@@ -1,0 +1,100 @@
+"""ImageNet-style folders -> MindSpore pipelines, as the original ``src/dataset.py``.
+
+Train: random-resized crop (scale 0.08-1, ratio 3/4-4/3) + horizontal flip, plus colour jitter for the SPPNet
+models; the multi-size model's 180 epochs crop at 224 and then resize to 180. Eval: resize to a 256x256 square
+(not aspect-preserving, as the original), centre crop 224. ImageNet mean/std on 0-255 pixels, HWC -> CHW.
+
+Files are listed and (by default) checked before training with ``common.imagefolder``, so a corrupt JPEG stops
+the run with its path (or is skipped and reported with ``--skip_bad_images``) instead of failing inside the
+pipeline. Images are decoded by Pillow in the reader, which also names the file if one breaks later.
+"""
+import os
+
+import numpy as np
+import mindspore.dataset as ds
+import mindspore.dataset.vision as vision
+from mindspore import dtype as mstype
+import mindspore.dataset.transforms as transforms
+from PIL import Image
+
+from common.imagefolder import ImageFolderError, list_images, resolve_split, vet_images
+
+from .config import MULT_SIZES
+
+MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+def load_split(path, split, vet=True, skip_bad=False, log=print):
+    """``path`` is the split folder or its parent. Returns (samples [(file, label)], class names)."""
+    root = resolve_split(path, split)
+    samples, classes = list_images(root)
+    if vet:
+        samples, _ = vet_images(samples, skip_bad=skip_bad, log=log)
+    return samples, classes
+
+
+class _Reader:
+    """Random-access source of (HWC uint8 RGB image, int32 label) for ``GeneratorDataset``."""
+
+    def __init__(self, samples):
+        self.samples = list(samples)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as im:
+                img = np.asarray(im.convert('RGB'))
+        except Exception as exc:  # Pillow raises many types for broken files
+            raise ImageFolderError(f"{path}: cannot decode ({type(exc).__name__}: {str(exc)[:80]})") from None
+        return img, np.int32(label)
+
+
+def second_size(image_size):
+    """The multi-size model's other size: 180 for 224, the same ratio for other sizes."""
+    return int(round(image_size * MULT_SIZES[1] / MULT_SIZES[0]))
+
+
+def train_transforms(train_model, image_size, resize_to=None):
+    ops = [vision.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333))]
+    if resize_to:
+        ops.append(vision.Resize(resize_to))
+    ops.append(vision.RandomHorizontalFlip(prob=0.5))
+    if train_model != 'zfnet':
+        ops.append(vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1))
+    return ops + [vision.Normalize(mean=MEAN, std=STD), vision.HWC2CHW()]
+
+
+def eval_transforms(image_size):
+    square = int(round(image_size * 256 / 224))
+    return [vision.Resize((square, square)), vision.CenterCrop(image_size),
+            vision.Normalize(mean=MEAN, std=STD), vision.HWC2CHW()]
+
+
+def create_dataset_imagenet(samples, batch_size, train_model='sppnet_single', training=True, image_size=224,
+                            resize_to=None, num_shards=None, shard_id=None, workers=None, steps=None):
+    """A batched pipeline over ``samples``.
+
+    ``resize_to`` (training only) resizes after the crop, for the multi-size model's small epochs.
+    ``steps`` fixes the number of batches per pass (the original's ``--sink_size``), repeating if needed.
+    Training batches drop the remainder as the original; evaluation keeps every image.
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
+    data = ds.GeneratorDataset(_Reader(samples), column_names=['image', 'label'], shuffle=training,
+                               num_parallel_workers=workers, python_multiprocessing=False,
+                               num_shards=num_shards, shard_id=shard_id)
+    ops = train_transforms(train_model, image_size, resize_to) if training else eval_transforms(image_size)
+    data = data.map(operations=ops, input_columns='image', num_parallel_workers=workers)
+    data = data.map(operations=transforms.TypeCast(mstype.int32), input_columns='label')
+    data = data.batch(batch_size, drop_remainder=training)
+    if steps:
+        per_pass = data.get_dataset_size()
+        if per_pass == 0:
+            raise ImageFolderError(f"{len(samples)} images give no batch of {batch_size}")
+        if steps > per_pass:
+            data = data.repeat(-(-steps // per_pass))
+        data = data.take(steps)
+    return data
