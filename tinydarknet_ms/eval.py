@@ -20,7 +20,7 @@ from src.CrossEntropySmooth import CrossEntropySmooth  # noqa: E402
 from src.config import device_id_from_env, get_config  # noqa: E402
 from src.dataset import create_dataset_imagenet, find_split, load_samples  # noqa: E402
 from src.tinydarknet import TinyDarkNet  # noqa: E402
-from src.utils import detect_device, fail, read_checkpoint, setup_context  # noqa: E402
+from src.utils import detect_device, fail, load_into, read_checkpoint, setup_context  # noqa: E402
 
 KEYS = ["device_target", "device_id", "seed", "dataset_name", "data_path", "val_data_dir", "num_classes",
         "image_size", "batch_size", "num_parallel_workers", "check_images", "skip_bad_images", "checkpoint_path"]
@@ -42,10 +42,7 @@ def main(argv=None):
         fail(f"{val_dir}: {len(classes)} class folders but num_classes is {cfg.num_classes}")
 
     net = TinyDarkNet(num_classes=cfg.num_classes)
-    missing, _ = ms.load_param_into_net(net, params, strict_load=False)
-    if missing:
-        fail(f"{cfg.checkpoint_path}: lacks {len(missing)} network parameter(s), e.g. {missing[0]} "
-             f"(was it trained with num_classes={cfg.num_classes}?)")
+    load_into(net, params, cfg.checkpoint_path, f" (was it trained with num_classes={cfg.num_classes}?)")
     net.set_train(False)
     loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.0, num_classes=cfg.num_classes)
     model = Model(net, loss_fn=loss, metrics={"top_1_accuracy", "top_5_accuracy"})

@@ -22,7 +22,7 @@ sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ wi
 from common.checkpoint import CheckpointError  # noqa: E402
 from src.config import device_id_from_env, get_config  # noqa: E402
 from src.tinydarknet import TinyDarkNet  # noqa: E402
-from src.utils import detect_device, fail, read_checkpoint, setup_context  # noqa: E402
+from src.utils import detect_device, fail, load_into, read_checkpoint, setup_context  # noqa: E402
 
 KEYS = ["device_target", "device_id", "seed", "dataset_name", "num_classes", "image_size", "batch_size",
         "checkpoint_path", "file_name", "file_format"]
@@ -56,10 +56,7 @@ def main(argv=None):
     except CheckpointError as exc:
         fail(str(exc))
     net = TinyDarkNet(num_classes=cfg.num_classes)
-    missing, _ = ms.load_param_into_net(net, params, strict_load=False)
-    if missing:
-        fail(f"{cfg.checkpoint_path}: lacks {len(missing)} network parameter(s), e.g. {missing[0]} "
-             f"(was it trained with num_classes={cfg.num_classes}?)")
+    load_into(net, params, cfg.checkpoint_path, f" (was it trained with num_classes={cfg.num_classes}?)")
     net.set_train(False)
 
     rng = np.random.default_rng(cfg.seed)

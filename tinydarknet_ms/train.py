@@ -30,8 +30,8 @@ from src.config import device_id_from_env, get_config  # noqa: E402
 from src.dataset import create_dataset_imagenet, find_split, load_samples  # noqa: E402
 from src.lr_scheduler import warmup_cosine_annealing_lr, warmup_step_lr  # noqa: E402
 from src.tinydarknet import TinyDarkNet, count_params  # noqa: E402
-from src.utils import (ckpt_name, detect_device, fail, find_resume, is_distributed, prune_checkpoints,  # noqa: E402
-                       read_checkpoint, resolve_amp, save_checkpoint_atomic, setup_context)
+from src.utils import (ckpt_name, detect_device, fail, find_resume, is_distributed, load_into,  # noqa: E402
+                       prune_checkpoints, read_checkpoint, resolve_amp, save_checkpoint_atomic, setup_context)
 
 NETWORK = "TinyDarknet_for_MindSpore"
 
@@ -231,9 +231,7 @@ def _load_or_fail(net, path):
         params = read_checkpoint(path)
     except CheckpointError as exc:
         fail(str(exc))
-    missing, _ = ms.load_param_into_net(net, params, strict_load=False)
-    if missing:
-        fail(f"{path}: checkpoint lacks {len(missing)} network parameter(s), e.g. {missing[0]}")
+    load_into(net, params, path)
 
 
 def _resume(model, resume, ckpt_dir, prefix, log):
@@ -253,9 +251,7 @@ def _resume(model, resume, ckpt_dir, prefix, log):
         fail(f"{path}: no epoch_num in this checkpoint, it was not written by train.py (use pre_trained instead)")
     epoch = int(params.pop("epoch_num").asnumpy())
     params.pop("step_num", None)
-    missing, _ = ms.load_param_into_net(model.train_network, params, strict_load=False)
-    if missing:
-        fail(f"{path}: checkpoint lacks {len(missing)} training parameter(s), e.g. {missing[0]}")
+    load_into(model.train_network, params, path)
     log(f"resume: continuing from {path} at epoch {epoch}")
     return epoch
 

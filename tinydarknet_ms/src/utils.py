@@ -83,9 +83,15 @@ def save_checkpoint_atomic(cell, path, append_dict=None):
     stay until the new one is complete and synced.
     """
     def _write(tmp):
-        staged = tmp + ".ckpt"  # MindSpore insists on the suffix
-        ms.save_checkpoint(cell, staged, append_dict=append_dict, crc_check=True)
-        os.replace(staged, tmp)
+        staged = tmp + ".ckpt"  # MindSpore insists on the suffix, and stages through <name>.tmp itself
+        try:
+            ms.save_checkpoint(cell, staged, append_dict=append_dict, crc_check=True)
+            os.replace(staged, tmp)
+        finally:
+            for leftover in (staged, tmp + ".tmp"):
+                if os.path.exists(leftover):
+                    os.chmod(leftover, 0o600)
+                    os.remove(leftover)
     return atomic_write(path, _write)
 
 
@@ -126,3 +132,14 @@ def find_resume(directory, prefix, log=print):
         read_checkpoint(p)
         return True
     return latest_valid(sorted(cands, key=_ckpt_order), _ok, log=log)
+
+
+def load_into(cell, params, path, hint=""):
+    """Load checkpoint parameters into ``cell``; a missing or mis-shaped parameter is a one-line error."""
+    for p in cell.get_parameters():
+        if p.name in params and tuple(params[p.name].shape) != tuple(p.shape):
+            fail(f"{path}: {p.name} has shape {tuple(params[p.name].shape)} but the network expects "
+                 f"{tuple(p.shape)}{hint}")
+    missing, _ = ms.load_param_into_net(cell, params, strict_load=False)
+    if missing:
+        fail(f"{path}: checkpoint lacks {len(missing)} parameter(s) of the network, e.g. {missing[0]}{hint}")

@@ -1,0 +1,135 @@
+"""End to end through the real entry points: the Ascend-style scripts, eval.py and export.py."""
+import json
+import math
+import re
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.banner import parse_banner
+from conftest import RECIPE, SMALL, python, run
+
+CASE = "TinyDarknet_for_MindSpore_bs16_1p"
+
+
+def _ckpt(out):
+    files = sorted((out / "checkpoints" / "0").glob("train_tinydarknet_imagenet-*.ckpt"))
+    assert len(files) == 1, files  # keep_checkpoint_max 1, as the original
+    return files[0]
+
+
+class TestPerformanceScript:
+    def test_banner_and_records(self, perf_run):
+        out, stdout = perf_run
+        banner = parse_banner(stdout)
+        assert banner["images_per_sec"] > 0 and banner["sec_per_step"] > 0 and banner["e2e_seconds"] >= 1
+        assert 0.0 <= banner["accuracy"] <= 1.0
+        rec = json.loads((out / f"{CASE}_perf.json").read_text())
+        assert rec["network"] == "TinyDarknet_for_MindSpore" and rec["device"] == "cpu"
+        assert rec["params"] == 914_404 and rec["epochs"] == 2 and rec["steps"] == 8
+        assert rec["warmup_steps"] == 4 and rec["steady_steps"] == 4  # the compiling first epoch is excluded
+        assert rec["images_per_sec"] == pytest.approx(banner["images_per_sec"], abs=0.01)
+        assert rec["accuracy"] == pytest.approx(banner["accuracy"], abs=1e-4)
+        log = dict(line.split(" = ", 1) for line in (out / f"{CASE}_perf.log").read_text().splitlines())
+        assert log["CaseName"] == f"{CASE}_perf" and log["BatchSize"] == "16" and log["RankSize"] == "1"
+        assert (out / "train_0.log").read_text().count("Final result") == 1
+
+    def test_checkpoint_named_as_the_original(self, perf_run):
+        out, _ = perf_run
+        assert _ckpt(out).name == "train_tinydarknet_imagenet-2_4.ckpt"
+
+    def test_summary_csv_and_curves_png(self, perf_run):
+        out, _ = perf_run
+        ck = out / "checkpoints" / "0"
+        rows = (ck / "summary.csv").read_text().splitlines()
+        assert rows[0].startswith("epoch,train_loss,eval_top1") and len(rows) == 3
+        assert all(math.isfinite(float(r.split(",")[1])) for r in rows[1:])
+        with Image.open(ck / "curves.png") as im:
+            assert im.format == "PNG" and im.size == (1000, 400)
+
+    def test_export_mindir_and_onnx_reload_and_match(self, perf_run, tmp_path):
+        out, _ = perf_run
+        proc = python("export.py", f"--checkpoint_path={_ckpt(out)}", "--num_classes=10", "--image_size=32",
+                      "--batch_size=2", f"--file_name={tmp_path / 'tdn'}", "--file_format=ALL", "--device_target=CPU")
+        assert (tmp_path / "tdn.mindir").stat().st_size > 1_000_000
+        assert (tmp_path / "tdn.onnx").stat().st_size > 1_000_000
+        diffs = [float(d) for d in re.findall(r"max abs diff vs network (\S+)", proc.stdout)]
+        assert len(diffs) == 2 and max(diffs) < 1e-4
+        import onnxruntime as ort  # an independent check of the exported graph's shape
+        sess = ort.InferenceSession(str(tmp_path / "tdn.onnx"), providers=["CPUExecutionProvider"])
+        y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((2, 3, 32, 32), np.float32)})[0]
+        assert y.shape == (2, 10)
+
+    def test_air_refused_off_ascend_without_leftovers(self, perf_run, tmp_path):
+        out, _ = perf_run
+        proc = python("export.py", f"--checkpoint_path={_ckpt(out)}", "--num_classes=10", "--file_format=AIR",
+                      f"--file_name={tmp_path / 'tdn'}", "--device_target=CPU", check=False)
+        assert proc.returncode == 2 and "AIR needs the Ascend stack" in proc.stdout
+        assert list(tmp_path.iterdir()) == []
+
+
+class TestLearning:
+    def test_digits_top1_far_above_chance(self, learn_run):
+        out, stdout = learn_run
+        rec = json.loads((out / f"{CASE}_acc.json").read_text())
+        assert rec["accuracy"] >= 0.5, rec["accuracy"]  # chance is 0.1; threshold chance + 0.4
+        assert rec["loss"] < 2.0
+
+    def test_eval_from_checkpoint_reproduces_training_accuracy(self, learn_run, digits):
+        out, stdout = learn_run
+        trained = parse_banner(stdout)["accuracy"]
+        proc = python("eval.py", f"--data_path={digits}", f"--checkpoint_path={_ckpt(out)}", "--batch_size=32",
+                      "--device_target=CPU", *SMALL)
+        acc = json.loads(proc.stdout.split("result:", 1)[1].strip().splitlines()[0])
+        assert acc["top_1_accuracy"] == pytest.approx(trained, abs=1e-4)
+        assert acc["top_5_accuracy"] >= acc["top_1_accuracy"]
+        assert "accuracy:  {'top_1_accuracy'" in proc.stdout
+
+
+class TestBadInput:
+    def _one_line_error(self, proc, *needles):
+        assert proc.returncode != 0
+        errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR")]
+        assert len(errors) == 1, proc.stdout[-2000:]
+        for n in needles:
+            assert str(n) in errors[0], errors[0]
+        assert "Traceback" not in proc.stdout
+
+    def test_missing_data_path(self, tmp_path):
+        proc = python("train.py", f"--data_path={tmp_path / 'nope'}", f"--output_path={tmp_path}", check=False)
+        self._one_line_error(proc, tmp_path / "nope")
+
+    def test_script_requires_data_path(self):
+        proc = run(["bash", RECIPE / "test" / "train_full_1p.sh", "--train_epochs=1"], check=False)
+        self._one_line_error(proc, "--data_path")
+
+    def test_truncated_jpeg_names_the_file(self, tmp_path, digits):
+        import shutil
+        data = tmp_path / "data"
+        shutil.copytree(digits / "train", data / "train")
+        victim = sorted((data / "train" / "n09000003").iterdir())[5]
+        victim.write_bytes(victim.read_bytes()[:200])
+        proc = python("train.py", f"--train_data_dir={data / 'train'}", f"--output_path={tmp_path / 'o'}",
+                      *SMALL, check=False)
+        self._one_line_error(proc, victim, "--skip_bad_images")
+        assert not (tmp_path / "o" / "checkpoints" / "0").exists() or not any((tmp_path / "o").rglob("*.ckpt"))
+
+    def test_checkpoint_of_the_wrong_shape(self, perf_run, digits):
+        out, _ = perf_run
+        proc = python("eval.py", f"--data_path={digits}", f"--checkpoint_path={_ckpt(out)}", "--num_classes=1000",
+                      "--image_size=32", check=False)
+        self._one_line_error(proc, _ckpt(out), "shape")
+
+    def test_truncated_checkpoint(self, perf_run, tmp_path, digits):
+        bad = tmp_path / "cut.ckpt"
+        data = _ckpt(perf_run[0]).read_bytes()
+        bad.write_bytes(data[: len(data) // 3])
+        proc = python("eval.py", f"--data_path={digits}", f"--checkpoint_path={bad}", *SMALL, check=False)
+        self._one_line_error(proc, bad)
+
+    def test_nonsense_flag_value(self, tmp_path):
+        proc = python("train.py", "--lr_scheduler=sometimes", f"--output_path={tmp_path}", check=False)
+        self._one_line_error(proc, "lr_scheduler")
+        assert proc.returncode == 2
