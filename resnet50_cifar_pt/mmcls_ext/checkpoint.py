@@ -37,7 +37,7 @@ def safe_load(path, map_location="cpu"):
 
 
 @CheckpointLoader.register_scheme(prefixes="", force=True)
-def _load_local(filename, map_location=None):
+def load_from_local(filename, map_location=None):  # mmcv logs the name after "load_from_"
     return safe_load(filename, map_location)
 
 

@@ -28,6 +28,15 @@ REFERENCE_GLOBAL_BATCH = 128  # the configs' lr is tuned for 8 devices x 16 imag
 
 def parse_args(argv=None):
     from mmcv import DictAction
+
+    class MergeDictAction(DictAction):
+        """Repeated --cfg-options accumulate (a script's overrides plus the user's) instead of replacing."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            before = dict(getattr(namespace, self.dest, None) or {})
+            super().__call__(parser, namespace, values, option_string)
+            setattr(namespace, self.dest, {**before, **getattr(namespace, self.dest)})
+
     parser = argparse.ArgumentParser(description="Train a classifier (mmcls config)")
     parser.add_argument("config", help="train config file path")
     parser.add_argument("--work-dir", help="the dir to save logs, checkpoints, summaries and the run record")
@@ -45,8 +54,9 @@ def parse_args(argv=None):
                         help="whether or not set different seeds for different ranks")
     parser.add_argument("--deterministic", action="store_true",
                         help="whether to set deterministic options for CUDNN backend")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
-                        help="override settings in the config, key=value pairs (e.g. data.samples_per_gpu=16)")
+    parser.add_argument("--cfg-options", nargs="+", action=MergeDictAction,
+                        help="override settings in the config, key=value pairs (e.g. data.samples_per_gpu=16); "
+                             "may be given several times")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                         help="job launcher; 'pytorch' reads RANK/WORLD_SIZE/LOCAL_RANK as set by torchrun")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)

@@ -1,0 +1,53 @@
+"""Shared paths and helpers. Every run here is on CPU with data-loader workers off (2-core budget)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "resnet50_cifar_pt"
+DIGITS = ROOT / "data" / "digits"
+CONFIGS = RECIPE / "configs" / "resnet"
+PERF_CONFIG = CONFIGS / "resnet50_8xb16_cifar100_perf.py"
+for p in (RECIPE, ROOT):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")])
+    e["MZ_PYTHON"] = sys.executable  # the scripts use this interpreter (it has torch + mmcls)
+    e.setdefault("MPLBACKEND", "Agg")
+    return e
+
+
+def run(cmd, timeout=300, **kw):
+    """Run a command from the recipe directory; returns CompletedProcess with stdout+stderr in .stdout."""
+    return subprocess.run([str(c) for c in cmd], cwd=RECIPE, env=env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, **kw)
+
+
+def train_cmd(work_dir, *extra, config=PERF_CONFIG, data=None):
+    return [sys.executable, RECIPE / "tools" / "train.py", config, "--work-dir", work_dir,
+            "--data-path", data or DIGITS, "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    if not (DIGITS / "cifar-100-python" / "train").is_file():
+        pytest.fail(f"{DIGITS}/cifar-100-python not found: run `make data` in {ROOT}")
+    return DIGITS
+
+
+@pytest.fixture(scope="session")
+def noise(tmp_path_factory):
+    out = tmp_path_factory.mktemp("noise")
+    r = subprocess.run([sys.executable, ROOT / "ci" / "make_data.py", "--noise", "--out", out, "--n_train", "40",
+                        "--n_test", "12", "--formats", "cifar100"], env=env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out

@@ -1,0 +1,62 @@
+"""Architecture: parameter count and output shape against the reference, every shipped config loads."""
+from __future__ import annotations
+
+import pytest
+import torch
+from mmcv import Config
+from mmcls.models import build_classifier
+
+from conftest import CONFIGS
+
+REFERENCE_PARAMS = 23_705_252  # mmcls ResNet_CIFAR depth 50 + LinearClsHead(2048 -> 100); "23.71 M" in the model zoo
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100.py"))
+    m = build_classifier(cfg.model)
+    m.init_weights()
+    return m.eval()
+
+
+def test_trainable_parameter_count_matches_reference(model):
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert abs(n - REFERENCE_PARAMS) / REFERENCE_PARAMS < 0.005
+    assert n == REFERENCE_PARAMS
+
+
+def test_cifar_stem_keeps_resolution_and_head_gives_100_classes(model):
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feat = model.backbone(x)[-1]
+        probs = model.simple_test(x, post_process=False)
+    assert feat.shape == (2, 2048, 4, 4)  # no max-pool: 32 -> 32 -> 16 -> 8 -> 4
+    assert probs.shape == (2, 100)
+    assert torch.allclose(probs.sum(1), torch.ones(2), atol=1e-5)
+
+
+def test_zero_init_residual_and_head_init(model):
+    last_bns = [blk.norm3 for layer in (model.backbone.layer1, model.backbone.layer4) for blk in layer]
+    assert all(float(bn.weight.detach().abs().sum()) == 0.0 for bn in last_bns)
+    assert 0.005 < float(model.head.fc.weight.detach().std()) < 0.015  # Normal(std=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.py")))
+def test_every_config_loads_and_builds(name):
+    cfg = Config.fromfile(str(CONFIGS / name))
+    assert cfg.data.train.type == "CIFAR100Local"
+    assert cfg.model.head.num_classes == 100
+    assert cfg.runner.max_epochs == (2 if name.endswith("_perf.py") else 200)
+    build_classifier(cfg.model)
+
+
+def test_schedules_follow_the_original():
+    base = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100.py"))
+    assert base.optimizer == dict(type="SGD", lr=0.1, momentum=0.9, weight_decay=0.0005)
+    assert base.lr_config == dict(policy="step", step=[60, 120, 160], gamma=0.2)
+    assert base.data.samples_per_gpu == 512 and base.data.workers_per_gpu == 2
+    cos = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100_cos.py"))
+    assert cos.lr_config == dict(policy="CosineAnnealing", min_lr=0)
+    big = Config.fromfile(str(CONFIGS / "resnet50_8xb256_cifar100.py"))
+    assert big.optimizer.lr == pytest.approx(1.6)
+    assert big.lr_config.warmup_iters == 20 and big.lr_config.warmup_by_epoch
