@@ -28,6 +28,7 @@ if str(RECIPE_DIR.parent) not in sys.path:
 from common.cifar import DatasetError  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.config import ConfigError, parse_args  # noqa: E402
+from src import checkpointing  # noqa: E402
 from src.data import load_arrays, one_hot, shard  # noqa: E402
 
 NETWORK = "cutmix_ID2502_for_TensorFlow2.X"
@@ -136,11 +137,17 @@ def cluster_info():
 def main(argv=None) -> int:
     # -- arguments and data (numpy only: bad input fails before TensorFlow starts) --
     args = parse(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # log lines reach train_<id>.log (a pipe) as they happen
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         rank, world = cluster_info()
         x_train, y_train, x_test, y_test, names = load_arrays(args.data_dir)
+        if args.resume and args.resume != "auto":
+            checkpointing.verify(args.resume)
     except (DatasetError, ValueError) as exc:
         return fail(exc)
+    except CheckpointError as exc:
+        return fail(f"cannot resume: {exc}")
     out = Path(args.output_path).resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -151,12 +158,11 @@ def main(argv=None) -> int:
     y_shard, y_test = one_hot(y_shard), one_hot(y_test)
 
     # -- device, precision, distribution, seeds --
-    import numpy as np
     import tensorflow as tf
     import tf_keras as keras
     from common.runrecord import case_name, finish_run
     from common.throughput import ThroughputMeter
-    from src import checkpointing, device as dev, pipeline
+    from src import device as dev, pipeline
     from src.callbacks import CheckpointSaver, ProgressLogger, SummaryWriter, TimeHistory
     from src.model import count_params, resnet_v1
 
@@ -170,8 +176,9 @@ def main(argv=None) -> int:
         dev.open_npu(args)
     policy = dev.apply_precision(device, precision)
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
-    np.random.seed(args.seed)
-    tf.random.set_seed(args.seed)
+    # the original seeds numpy and TensorFlow; tf-keras' unseeded initialisers draw from Python's `random`,
+    # so it is seeded too, or the initial weights would differ from run to run
+    keras.utils.set_random_seed(args.seed)
     is_chief = rank == 0
     say = print if is_chief else (lambda *a, **k: None)
     say(f"cutmix_tf2: device={device} precision={policy} workers={world} cutmix={not args.no_cutmix} "

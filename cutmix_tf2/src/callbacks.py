@@ -15,8 +15,8 @@ from src import checkpointing
 class TimeHistory(keras.callbacks.Callback):
     """Times every training step into a ThroughputMeter and prints the original's line every ``log_steps``.
 
-    Time between epochs (evaluation, checkpointing) is not counted: the clock restarts at each
-    epoch's first batch.
+    Only step time counts: the clock restarts at each epoch's first batch, so evaluation and
+    checkpointing between epochs never dilute examples/second.
     """
 
     def __init__(self, batch_size, log_steps, meter, stream=None):
@@ -27,8 +27,8 @@ class TimeHistory(keras.callbacks.Callback):
         self.stream = stream or sys.stdout
         self.global_steps = 0
         self._t = None
-        self._log_t = None
-        self._log_step = 0
+        self._window_seconds = 0.0
+        self._window_start = 0
         self.epoch_seconds = 0.0
         self.epoch_steps = 0
 
@@ -38,11 +38,8 @@ class TimeHistory(keras.callbacks.Callback):
         self.epoch_steps = 0
 
     def on_train_batch_begin(self, batch, logs=None):
-        now = time.perf_counter()
         if self._t is None:
-            self._t = now
-        if self._log_t is None:
-            self._log_t, self._log_step = now, self.global_steps
+            self._t = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
@@ -51,16 +48,13 @@ class TimeHistory(keras.callbacks.Callback):
         self.global_steps += 1
         self.epoch_seconds += dt
         self.epoch_steps += 1
+        self._window_seconds += dt
         if self.global_steps % self.log_steps == 0:
-            elapsed = now - self._log_t
-            steps = self.global_steps - self._log_step
+            steps = self.global_steps - self._window_start
             print("TimeHistory: %.2f seconds, %.2f examples/second between steps %d and %d"
-                  % (elapsed, steps * self.batch_size / elapsed, self._log_step, self.global_steps),
-                  file=self.stream, flush=True)
-            self._log_t = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._log_t = None  # the next window starts at the next step, not during evaluation
+                  % (self._window_seconds, steps * self.batch_size / self._window_seconds,
+                     self._window_start, self.global_steps), file=self.stream, flush=True)
+            self._window_seconds, self._window_start = 0.0, self.global_steps
 
     @property
     def epoch_images_per_sec(self):

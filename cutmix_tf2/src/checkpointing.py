@@ -1,7 +1,8 @@
 """Per-epoch training checkpoints: weights + optimiser state in a directory written atomically.
 
 Each ``epoch_NNNN/`` holds a ``tf.train.Checkpoint`` and ``meta.json`` with the epoch and the size and
-SHA-256 of every file, so a truncated or corrupt checkpoint is found without asking TensorFlow.
+SHA-256 of every file, so a truncated or corrupt checkpoint is found without asking TensorFlow
+(and before TensorFlow is even imported).
 """
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-
-import tensorflow as tf
 
 from common.checkpoint import CheckpointError, atomic_write_dir, latest_valid
 
@@ -33,6 +32,8 @@ def build_optimizer_state(model) -> None:
 
 
 def save(root, epoch: int, model, extra=None, keep: int = 2) -> Path:
+    import tensorflow as tf
+
     root = Path(root)
 
     def write(tmp):
@@ -92,8 +93,41 @@ def find_latest(root, log=print):
 
 def restore(path, model) -> int:
     """Load weights and optimiser state from a checkpoint directory; returns the epochs it had completed."""
+    import tensorflow as tf
+
     meta = verify(path)
     build_optimizer_state(model)
     status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(os.path.join(str(path), PREFIX))
     status.assert_existing_objects_matched()
     return meta["epoch"]
+
+
+def load_model(path):
+    """A compiled Keras model from any of: ``model.h5``, a SavedModel folder, an ``epoch_NNNN`` checkpoint,
+    or a training output folder (its ``model.h5``, else its newest valid checkpoint)."""
+    import tf_keras as keras
+
+    from src.model import resnet_v1
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint path does not exist")
+    if path.is_dir() and not (path / "saved_model.pb").is_file() and not (path / META).is_file():
+        if (path / "model.h5").is_file():
+            path = path / "model.h5"
+        else:
+            latest = find_latest(path / "checkpoints")
+            if latest is None:
+                raise CheckpointError(f"{path}: no model.h5, SavedModel or valid checkpoint in it")
+            path = latest
+    if path.is_dir() and (path / META).is_file():
+        model = resnet_v1()
+        model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+        restore(path, model)
+        return model, path
+    try:
+        model = keras.models.load_model(str(path), compile=False)
+    except (OSError, ValueError, IOError) as exc:
+        raise CheckpointError(f"{path}: cannot load model ({str(exc).splitlines()[0][:200]})") from None
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    return model, path

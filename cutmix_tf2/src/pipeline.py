@@ -21,11 +21,11 @@ def preprocess_image(image, label):
     return image, label
 
 
-def sample_beta(seed, alpha=ALPHA, beta=BETA):
+def sample_beta(seed, alpha=ALPHA, beta=BETA, shape=()):
     """lambda ~ Beta(alpha, beta) as G1 / (G1 + G2) with two gamma variates."""
     s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    g1 = tf.random.stateless_gamma([], seed=s1, alpha=alpha)
-    g2 = tf.random.stateless_gamma([], seed=s2, alpha=beta)
+    g1 = tf.random.stateless_gamma(shape, seed=s1, alpha=alpha)
+    g2 = tf.random.stateless_gamma(shape, seed=s2, alpha=beta)
     return g1 / (g1 + g2)
 
 

@@ -1,0 +1,102 @@
+"""CutMix and the tf.data pipeline: box geometry, pixel-exact pasting, label weights, reproducibility."""
+import numpy as np
+import tensorflow as tf
+
+from src import pipeline
+from src.data import one_hot
+
+RNG = np.random.default_rng(0)
+
+
+def _box(lam, cx, cy):
+    return [int(v) for v in pipeline.get_box(tf.constant(lam, tf.float32), tf.constant(cx), tf.constant(cy))]
+
+
+def test_box_side_comes_from_sqrt_one_minus_lambda_and_is_clipped():
+    # lambda 0.75 -> cut_rat 0.5 -> cut 16 -> corners centre +- 8, clipped to the image
+    assert _box(0.75, 16, 16) == [8, 8, 16, 16]
+    assert _box(0.75, 4, 30) == [22, 0, 10, 12]  # (y1, x1, h, w): x from 0..12, y from 22..32
+    # lambda 0.5 -> cut int(22.6) = 22 -> half 11: an even side of 22
+    assert _box(0.5, 20, 20) == [9, 9, 22, 22]
+
+
+def test_zero_sized_box_pastes_one_pixel():
+    # lambda ~1: cut = int(32 * 0.0316) = 1, cut // 2 = 0 -> zero side, which upstream turns into 1
+    assert _box(0.999, 31, 0) == [0, 31, 1, 1]
+
+
+def test_known_input_pasted_area_and_label_weights_agree_pixel_for_pixel():
+    image1 = tf.constant(RNG.random((32, 32, 3), dtype=np.float32))
+    image2 = tf.constant(RNG.random((32, 32, 3), dtype=np.float32) + 2.0)  # never equal to image1
+    y1, y2 = one_hot([3])[0], one_hot([7])[0]
+    image, label = pipeline.paste(image1, y1, image2, y2, *[tf.constant(v) for v in (22, 0, 10, 12)])
+    image, label = image.numpy(), label.numpy()
+    expected = image1.numpy().copy()
+    expected[22:32, 0:12] = image2.numpy()[22:32, 0:12]
+    np.testing.assert_array_equal(image, expected)
+    from_image2 = np.all(image == image2.numpy(), axis=-1)
+    assert from_image2.sum() == 120
+    assert label[7] == from_image2.sum() / 1024 and label[3] == 1 - 120 / 1024
+    assert np.count_nonzero(label) == 2 and abs(label.sum() - 1) < 1e-6
+
+
+def test_random_cutmix_label_weight_equals_pasted_fraction():
+    zeros, ones = tf.zeros((32, 32, 3)), tf.ones((32, 32, 3))
+    y1, y2 = one_hot([0])[0], one_hot([1])[0]
+    for i in range(60):
+        image, label = pipeline.cutmix((zeros, y1), (ones, y2), tf.constant([42, i], tf.int64))
+        mask = image.numpy()[..., 0]
+        rows, cols = np.nonzero(mask)
+        assert mask.sum() >= 1  # at least one pixel, even for a zero-sized box
+        # a filled rectangle
+        assert mask.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        np.testing.assert_allclose(label.numpy()[1], mask.sum() / 1024, atol=1e-7)
+        np.testing.assert_allclose(label.numpy()[0], 1 - mask.sum() / 1024, atol=1e-6)
+
+
+def test_lambda_follows_beta_quarter_quarter():
+    lam = pipeline.sample_beta(tf.constant([1, 2], tf.int64), shape=(20000,)).numpy()
+    # Beta(0.25, 0.25): mean 1/2, variance ab / ((a+b)^2 (a+b+1)) = 1/6, U-shaped
+    assert abs(lam.mean() - 0.5) < 0.02
+    assert abs(lam.var() - 1 / 6) < 0.01
+    assert (lam < 0.1).mean() > 0.3 and (lam > 0.9).mean() > 0.3
+
+
+def test_preprocess_scales_to_unit_range():
+    image, _ = pipeline.preprocess_image(tf.constant(np.full((32, 32, 3), 255, np.uint8)), 0)
+    assert image.dtype == tf.float32 and float(tf.reduce_max(image)) == 1.0
+
+
+def _data(n=70):
+    return RNG.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), one_hot(RNG.integers(0, 10, n))
+
+
+def test_static_shapes_drop_the_remainder():
+    x, y = _data(70)
+    dynamic = [b[0].shape[0] for b in pipeline.train_epoch(x, y, 0, 42, 32)]
+    static = [b[0].shape[0] for b in pipeline.train_epoch(x, y, 0, 42, 32, drop_remainder=True)]
+    assert dynamic == [32, 32, 6] and static == [32, 32]
+    assert pipeline.steps_per_epoch(70, 32) == 3 and pipeline.steps_per_epoch(70, 32, True) == 2
+    assert pipeline.steps_per_epoch(70, 32, steps=1) == 1
+
+
+def test_an_epoch_is_the_same_whether_or_not_the_run_was_resumed():
+    x, y = _data(70)
+    full = [b[0].numpy() for b in pipeline.train_dataset(x, y, 0, 3, 42, 32)]
+    resumed = [b[0].numpy() for b in pipeline.train_dataset(x, y, 2, 3, 42, 32)]
+    assert len(full) == 9 and len(resumed) == 3
+    for a, b in zip(full[6:], resumed):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(full[0], full[3])  # epochs are shuffled and mixed differently
+    other_seed = next(iter(pipeline.train_dataset(x, y, 0, 1, 7, 32)))[0].numpy()
+    assert not np.array_equal(full[0], other_seed)
+
+
+def test_no_cutmix_gives_one_hot_labels_and_untouched_images():
+    x, y = _data(40)
+    images, labels = next(iter(pipeline.train_epoch(x, y, 0, 42, 40, use_cutmix=False)))
+    labels = labels.numpy()
+    assert set(np.unique(labels)) == {0.0, 1.0} and np.all(labels.sum(axis=1) == 1)
+    originals = {x[i].tobytes() for i in range(40)}
+    for img in images.numpy():
+        assert np.round(img * 255).astype(np.uint8).tobytes() in originals

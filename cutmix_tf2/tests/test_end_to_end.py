@@ -1,0 +1,86 @@
+"""One short run through test/train_performance_1p.sh, then eval and export from what it saved."""
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from common.banner import parse_banner
+from common.runrecord import CASE_LOG_KEYS
+from src import checkpointing
+from src.model import TRAINABLE_PARAMS
+
+CASE = "cutmix_ID2502_for_TensorFlow2.X_bs32_1p_dynamic_eval_perf"
+
+
+def _png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_banner_record_and_log(e2e):
+    proc, out = e2e
+    banner = parse_banner(proc.stdout)
+    record = json.loads((out / f"{CASE}.json").read_text())
+    assert record["network"] == "cutmix_ID2502_for_TensorFlow2.X" and record["case_name"] == CASE
+    assert record["params"] == TRAINABLE_PARAMS and record["device"] == "cpu"
+    assert record["steps"] == 8 and record["steady_steps"] == 4  # epoch 1 is warm-up
+    assert record["images_per_sec"] > 0 and banner["images_per_sec"] == pytest.approx(record["images_per_sec"], abs=0.01)
+    assert banner["accuracy"] == pytest.approx(record["accuracy"], abs=1e-4)
+    assert 0.0 <= record["accuracy"] <= 1.0 and np.isfinite(record["loss"])
+    case_log = dict(l.split(" = ", 1) for l in (out / f"{CASE}.log").read_text().splitlines())
+    assert list(case_log) == CASE_LOG_KEYS and case_log["CaseName"] == CASE
+    log = (out / "train_0.log").read_text()
+    assert "TimeHistory:" in log and "val_accuracy" in log and "Final result" in log
+
+
+def test_summary_curves_samples_and_tensorboard(e2e):
+    _, out = e2e
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss,eval_top1") and len(rows) == 3
+    assert _png_size(out / "curves.png") == (1000, 400)
+    w, h = _png_size(out / "cutmix_samples.png")
+    assert w > 300 and h > 300
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_checkpoints_model_and_saved_model_are_written(e2e):
+    _, out = e2e
+    ckpts = sorted((out / "checkpoints").glob("epoch_*"))
+    assert [c.name for c in ckpts] == ["epoch_0001", "epoch_0002"]
+    assert checkpointing.verify(ckpts[-1])["epoch"] == 2
+    assert (out / "model.h5").is_file() and (out / "saved_model" / "saved_model.pb").is_file()
+    assert (out / "initial_weights.h5").is_file()
+
+
+def test_eval_reproduces_the_accuracy_printed_at_the_end_of_training(e2e, digits, tmp_path):
+    import eval as evaluate
+    proc, out = e2e
+    printed = parse_banner(proc.stdout)["accuracy"]
+    for source in (out, out / "checkpoints" / "epoch_0002", out / "saved_model"):
+        result = tmp_path / "eval.json"
+        assert evaluate.main([f"--data_dir={digits}", f"--checkpoint={source}", "--device=cpu",
+                              f"--json={result}"]) == 0
+        assert json.loads(result.read_text())["accuracy"] == pytest.approx(printed, abs=5e-5)
+
+
+def test_export_h5_savedmodel_onnx_match_keras(e2e, digits, tmp_path):
+    import onnxruntime as ort
+    import tf_keras as keras
+
+    import export
+    _, out = e2e
+    assert export.main([f"--checkpoint={out}", f"--output_dir={tmp_path}", f"--data_dir={digits}"]) == 0
+    x = np.random.default_rng(1).random((4, 32, 32, 3), dtype=np.float32)
+    want = keras.models.load_model(str(out / "model.h5"), compile=False).predict(x, verbose=0)
+    session = ort.InferenceSession(str(tmp_path / "cutmix_resnet20.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert got.shape == (4, 10) and np.max(np.abs(got - want)) < 1e-5
+
+
+def test_eval_of_a_missing_checkpoint_fails_with_one_line(digits, tmp_path, capsys):
+    import eval as evaluate
+    assert evaluate.main([f"--data_dir={digits}", f"--checkpoint={tmp_path / 'none'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none" in err[0]

@@ -1,0 +1,134 @@
+"""Resume after SIGKILL, seed determinism across processes, atomic and verified checkpoints."""
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import RECIPE, env, train_cmd
+
+ARGS = ["--epochs=3", "--batch_size=8", "--log_steps=1", "--device=cpu"]
+
+
+def _weights(h5):
+    out = {}
+    with h5py.File(h5, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _losses(text, epoch):
+    return re.findall(rf"^epoch {epoch} step \d+ \[\d+/\d+\] loss (\S+)", text, re.M)
+
+
+def _popen(args, log):
+    return subprocess.Popen([str(a) for a in train_cmd(*args)], cwd=RECIPE, env=env(), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_training_then_resume_auto_ends_with_the_same_weights(noise, tmp_path):
+    ref_out, run_out = tmp_path / "ref", tmp_path / "run"
+    ref = _popen([f"--data_dir={noise}", f"--output_path={ref_out}", *ARGS], tmp_path / "ref.log")
+    victim = _popen([f"--data_dir={noise}", f"--output_path={run_out}", *ARGS], tmp_path / "victim.log")
+    try:
+        deadline = time.time() + 300
+        while not (run_out / "checkpoints" / "epoch_0001" / "meta.json").exists():
+            assert victim.poll() is None, (tmp_path / "victim.log").read_text()[-2000:]
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        # into epoch 2 (8 steps of batch 8) before the kill
+        while not _losses((tmp_path / "victim.log").read_text(), 2):
+            assert victim.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(60) == -signal.SIGKILL
+        assert not (run_out / "model.h5").exists()
+        assert ref.wait(300) == 0, (tmp_path / "ref.log").read_text()[-2000:]
+    finally:
+        for p in (ref, victim):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    ref_log, victim_log = (tmp_path / "ref.log").read_text(), (tmp_path / "victim.log").read_text()
+    # --seed determinism: two processes, same seed, same per-step losses
+    assert len(_losses(ref_log, 1)) == 8 and _losses(victim_log, 1) == _losses(ref_log, 1)
+
+    resumed = subprocess.run([str(a) for a in train_cmd(f"--data_dir={noise}", f"--output_path={run_out}", *ARGS,
+                                                        "--resume=auto")],
+                             cwd=RECIPE, env=env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    done = int(re.search(r"resume: restored \S+epoch_(\d+) ", resumed.stdout).group(1))
+    assert done in (1, 2)
+    assert _losses(resumed.stdout, 3) == _losses(ref_log, 3)
+    ref_w, run_w = _weights(ref_out / "model.h5"), _weights(run_out / "model.h5")
+    assert ref_w.keys() == run_w.keys() and len(ref_w) > 60
+    for k in ref_w:
+        np.testing.assert_allclose(run_w[k], ref_w[k], rtol=0, atol=1e-6, err_msg=k)
+    rows = (run_out / "summary.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+
+
+@pytest.fixture
+def small_model():
+    import tf_keras as keras
+
+    from src.model import resnet_v1
+    keras.utils.set_random_seed(0)
+    model = resnet_v1()
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    x = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[np.arange(8)]
+    return model, x, y
+
+
+def test_restore_brings_back_weights_and_optimiser_state(small_model, tmp_path):
+    from src import checkpointing
+    from src.model import resnet_v1
+    model, x, y = small_model
+    model.fit(x, y, epochs=2, verbose=0)
+    path = checkpointing.save(tmp_path, 1, model)
+    other = resnet_v1()
+    other.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    assert checkpointing.restore(path, other) == 1
+    assert int(other.optimizer.iterations.numpy()) == 2
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.optimizer.variables, other.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_auto_resume_skips_a_truncated_checkpoint_and_says_so(small_model, tmp_path):
+    from src import checkpointing
+    model, _, _ = small_model
+    checkpointing.save(tmp_path, 1, model)
+    time.sleep(0.02)
+    newest = checkpointing.save(tmp_path, 2, model)
+    data = next(newest.glob("ckpt.data-*"))
+    data.write_bytes(data.read_bytes()[:1000])
+    said = []
+    assert checkpointing.find_latest(tmp_path, log=said.append).name == "epoch_0001"
+    assert len(said) == 1 and "epoch_0002" in said[0] and "skipping" in said[0]
+
+
+def test_keeps_only_the_newest_checkpoints(small_model, tmp_path):
+    from src import checkpointing
+    model, _, _ = small_model
+    for epoch in range(1, 5):
+        checkpointing.save(tmp_path, epoch, model, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0003", "epoch_0004"]
+
+
+def test_resume_from_a_corrupt_checkpoint_fails_with_one_line(small_model, noise, tmp_path, capsys):
+    import train
+    from src import checkpointing
+    model, _, _ = small_model
+    bad = checkpointing.save(tmp_path / "ck", 1, model)
+    (bad / "ckpt.index").write_bytes(b"garbage")
+    rc = train.main([f"--data_dir={noise}", f"--output_path={tmp_path / 'out'}", f"--resume={bad}",
+                     "--device=cpu", "--epochs=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "ckpt.index" in err[0] and "corrupt" in err[0]
