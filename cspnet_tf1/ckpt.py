@@ -1,0 +1,97 @@
+"""Atomic Saver checkpoints with resume metadata.
+
+Every save goes to ``<output>/ckpt/step_<global step>/`` (Saver files + ``state.json``), written in a temporary
+folder and renamed, so a kill during a save leaves the previous checkpoint intact. The newest one is then
+linked to ``<output>/cspdarknet53.ckpt.*``, the path the original train.py/test.py and the ACL freeze script
+use. The two newest step folders are kept.
+"""
+import json
+import os
+import re
+from pathlib import Path
+
+import tensorflow as tf
+
+from common.checkpoint import CheckpointError, atomic_write_dir, atomic_write_text, latest_valid
+
+CKPT_NAME = "cspdarknet53.ckpt"
+KEEP = 2
+_STEP_DIR = re.compile(r"^step_\d+$")
+
+
+def _bundle_files(prefix):
+    prefix = Path(prefix)
+    return sorted(p for p in prefix.parent.glob(prefix.name + ".*") if not p.name.endswith(".tmp"))
+
+
+def save(sess, saver, out, epoch, global_step, seed, batch_size, val_accuracy):
+    """Save the session's variables; returns the Saver prefix of the ``<output>/cspdarknet53.ckpt`` copy."""
+    out = Path(out)
+    folder = out / "ckpt" / f"step_{global_step:09d}"
+    state = {"epoch": epoch, "global_step": int(global_step), "seed": seed, "batch_size": batch_size,
+             "val_accuracy": val_accuracy}
+
+    def write(tmp):
+        saver.save(sess, os.path.join(tmp, CKPT_NAME), write_state=False)
+        Path(tmp, "state.json").write_text(json.dumps(state, indent=1))
+    atomic_write_dir(folder, write)
+
+    # hard links: the copy at the original's path costs no extra disk and each file is replaced atomically
+    for src in _bundle_files(folder / CKPT_NAME):
+        tmp = out / f".{src.name}.{os.getpid()}.tmp"
+        try:
+            os.link(src, tmp)
+        except OSError:
+            tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, out / src.name)
+    atomic_write_text(out / "checkpoint", f'model_checkpoint_path: "{CKPT_NAME}"\n'
+                                           f'all_model_checkpoint_paths: "{CKPT_NAME}"\n')
+    for old in sorted(p for p in (out / "ckpt").iterdir() if _STEP_DIR.match(p.name))[:-KEEP]:
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    return out / CKPT_NAME
+
+
+def check(prefix):
+    """Read every tensor of a Saver checkpoint (the reader verifies checksums); raises if unreadable."""
+    reader = tf.train.load_checkpoint(str(prefix))
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
+    return reader
+
+
+def _load_state(folder):
+    prefix = folder / CKPT_NAME
+    check(prefix)
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder / 'state.json'}: unreadable ({exc})") from None
+    return {**state, "prefix": str(prefix)}
+
+
+def find_resume(spec, out, log=print):
+    """Resume point for ``--resume``: 'auto', a step folder, or any Saver prefix. None when auto finds nothing."""
+    if spec == "auto":
+        root = Path(out) / "ckpt"
+        folders = [p for p in root.iterdir() if _STEP_DIR.match(p.name)] if root.is_dir() else []
+        best = latest_valid(folders, lambda f: bool(_load_state(f)), log=log)
+        if best is None:
+            log(f"resume: no valid checkpoint in {root}, starting from scratch")
+            return None
+        return _load_state(best)
+    path = Path(spec)
+    if path.is_dir() and (path / "state.json").is_file():
+        return _load_state(path)
+    if path.is_dir():
+        path = path / CKPT_NAME
+    if not Path(str(path) + ".index").is_file():
+        raise CheckpointError(f"{path}: no checkpoint here (expected {path.name}.index)")
+    try:
+        check(path)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    state_file = path.parent / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    return {**state, "prefix": str(path)}

@@ -1,0 +1,1 @@
+"""Network definitions of the CSPNet recipe (TF1 graph style)."""

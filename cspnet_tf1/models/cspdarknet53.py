@@ -1,0 +1,92 @@
+"""CSPDarknet53 for 32x32 CIFAR input, built from tf.compat.v1 variables and tf.nn ops.
+
+Mirrors ``models/cspdarknet53.py`` of Ascend ModelZoo-TensorFlow CSPNet_ID0840 (layer table in
+``shared/reference/originals.md`` section 1.2), including its quirks:
+- "Conv2dBatchLeaky" blocks use Mish, not leaky ReLU;
+- the normalisation takes statistics over the batch axis only, has no scale/offset and no moving
+  averages (utils.batch_norm), so even inference uses the statistics of the batch it is given;
+- SmallBlock has no residual addition; the only shortcut of the network is in stage 2;
+- the head squeezes the 1x1 map instead of pooling, then a 1024->10 fully connected layer.
+
+Variable and name-scope names follow the original so that its checkpoints restore into this graph,
+and the logits op is ``stage6/Add_1``, the output node the Ascend ACL companion freezes.
+"""
+import tensorflow as tf
+
+import utils
+
+tf1 = tf.compat.v1
+
+LOGITS_NODE = "stage6/Add_1"
+# (stage, input channels of the fuse conv, channels after the stride-2 conv, SmallBlocks)
+CSP_STAGES = ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 1024, 4))
+
+
+def conv_block(x, kernel_size, in_channels, out_channels, stride, tag):
+    """conv (SAME, bias) -> batch-axis normalisation -> Mish; ``tag`` names the variables w_<tag>, b_<tag>."""
+    w = utils.weight([kernel_size, kernel_size, in_channels, out_channels], name="w_" + tag)
+    b = utils.bias(0.0, [out_channels], name="b_" + tag)
+    x = tf.add(tf.nn.conv2d(x, w, strides=[1, stride, stride, 1], padding="SAME"), b)
+    return utils.mish(utils.batch_norm(x))
+
+
+def small_block(x, channels, tag):
+    x = conv_block(x, 1, channels, channels, 1, tag + "c1")
+    return conv_block(x, 3, channels, channels, 1, tag + "c2")
+
+
+def _stage2(x):
+    with tf.name_scope("stage2"):
+        with tf.name_scope("stage2_Conv2dBatchLeaky_1"):
+            down = conv_block(x, 3, 32, 64, 2, "s2c1")
+        with tf.name_scope("stage2_Split_0"):
+            part0 = conv_block(down, 1, 64, 64, 1, "s2s0")
+        with tf.name_scope("stage2_Split_1"):
+            part1 = conv_block(down, 1, 64, 64, 1, "s2s1")
+        with tf.name_scope("stage2_Conv2dBatchLeaky_2"):
+            r = conv_block(part1, 1, 64, 32, 1, "s2c2")
+        with tf.name_scope("stage2_Conv2dBatchLeaky_3"):
+            r = conv_block(r, 3, 32, 64, 1, "s2c3")
+        r = tf.add(r, part1)
+        with tf.name_scope("stage2_Conv2dBatchLeaky_4"):
+            r = conv_block(r, 1, 64, 64, 1, "s2c4")
+        return tf.concat([part0, r], axis=3)
+
+
+def _csp_stage(x, stage, in_channels, channels, blocks):
+    """fuse 1x1 -> 3x3/2 -> two 1x1 splits -> SmallBlocks on split 1 -> transition -> concat."""
+    half, s = channels // 2, f"stage{stage}"
+    with tf.name_scope(s):
+        with tf.name_scope(f"{s}_Conv2dBatchLeaky_1"):
+            x = conv_block(x, 1, in_channels, channels // 2, 1, f"s{stage}c1")
+        with tf.name_scope(f"{s}_Conv2dBatchLeaky_2"):
+            x = conv_block(x, 3, channels // 2, channels, 2, f"s{stage}c2")
+        with tf.name_scope(f"{s}_Split_0"):
+            part0 = conv_block(x, 1, channels, half, 1, f"s{stage}s0")
+        with tf.name_scope(f"{s}_Split_1"):
+            r = conv_block(x, 1, channels, half, 1, f"s{stage}s1")
+        for i in range(1, blocks + 1):
+            # the original reuses the scope name "<stage>_Block_1" for every block (TF uniquifies it)
+            with tf.name_scope(f"{s}_Block_1"):
+                r = small_block(r, half, f"s{stage}b{i}")
+        with tf.name_scope(f"{s}_Conv2dBatchLeaky_3"):
+            r = conv_block(r, 1, half, half, 1, f"s{stage}c3")
+        return tf.concat([part0, r], axis=3)
+
+
+def classifier(x, num_classes=10):
+    """Logits [B, num_classes] for a float32 NHWC batch [B, 32, 32, 3] of raw 0-255 pixels."""
+    with tf.name_scope("stage1"):
+        with tf.name_scope("stage1_Conv2dBatchLeaky"):
+            x = conv_block(x, 3, 3, 32, 1, "s1c1")
+    x = _stage2(x)
+    for stage, cin, ch, blocks in CSP_STAGES:
+        x = _csp_stage(x, stage, cin, ch, blocks)
+    with tf.name_scope("stage6/"):  # re-enter the scope so the head's ops land in stage6/ as in the original
+        x = conv_block(x, 1, 1024, 1024, 1, "conv")
+        # squeeze only the spatial axes: a bare squeeze would also drop the batch axis at batch size 1
+        x = tf.squeeze(x, axis=[1, 2])
+        wfc = utils.weight([1024, num_classes], name="wfc")
+        bfc = utils.bias(0.0, [num_classes], name="bfc")
+        logits = tf.add(tf.matmul(x, wfc), bfc, name="Add_1")
+    return logits
