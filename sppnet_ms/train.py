@@ -59,6 +59,7 @@ def build_parser():
     p.add_argument('--epoch_size', type=positive_int, default=None, help='epochs (default: the model config)')
     p.add_argument('--batch_size', type=positive_int, default=None, help='per-device batch (default: config)')
     p.add_argument('--lr_init', type=float, default=None, help='base learning rate (default: config)')
+    p.add_argument('--warmup_epochs', type=float, default=None, help='linear warm-up epochs (default: config)')
     p.add_argument('--num_classes', type=positive_int, default=None,
                    help='classifier outputs (default: the number of class folders in --train_path)')
     p.add_argument('--image_size', type=positive_int, default=224,
@@ -66,6 +67,10 @@ def build_parser():
     p.add_argument('--keep_prob', type=float, default=None, help='dropout keep probability (default: config)')
     p.add_argument('--init', default='normal', choices=['normal', 'he'],
                    help="weight init: 'normal' = the original's N(0, 0.01); 'he' (opt-in) learns small data faster")
+    p.add_argument('--augment', type=str2bool, default=True,
+                   help='the original training augmentation; false = eval transforms (tiny smoke/learning runs)')
+    p.add_argument('--run_eval', type=str2bool, default=True,
+                   help='evaluate after epochs (false: no eval, no best.ckpt; for throughput-only runs)')
     p.add_argument('--seed', type=int, default=None, help='global and dataset seed (default 44)')
     p.add_argument('--amp_level', default='auto', choices=['auto', 'O0', 'O2', 'O3'],
                    help='mixed precision; auto = O2 on Ascend/GPU as the original, O0 on CPU')
@@ -113,7 +118,7 @@ def main(argv=None):
                            resolve_device_target, save_ckpt)
 
     cfg = get_config(args.train_model)
-    for key in ('epoch_size', 'batch_size', 'lr_init', 'keep_prob', 'seed'):
+    for key in ('epoch_size', 'batch_size', 'lr_init', 'warmup_epochs', 'keep_prob', 'seed'):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     if not 0.0 < cfg.keep_prob <= 1.0:
@@ -168,7 +173,8 @@ def main(argv=None):
         small = args.train_model == 'sppnet_mult' and epoch % 2 == 1
         return create_dataset_imagenet(train_samples, cfg.batch_size, args.train_model, True, args.image_size,
                                        resize_to=sizes[1] if small else None, workers=args.workers,
-                                       steps=steps_per_epoch, **shards), (sizes[1] if small else sizes[0])
+                                       steps=steps_per_epoch, augment=args.augment, **shards), \
+            (sizes[1] if small else sizes[0])
 
     def eval_dataset():
         return create_dataset_imagenet(eval_samples, cfg.batch_size, args.train_model, False, args.image_size,
@@ -249,7 +255,7 @@ def main(argv=None):
         log(f"epoch: {epoch + 1} step: {steps_per_epoch}, loss is {last_loss:.6f}")
         log(f"epoch time: {train_time * 1000:.3f} ms, per step time: {train_time * 1000 / steps_per_epoch:.3f} ms")
         # the multi-size model is evaluated only after its 224 epochs, as the original
-        evaluated = size == sizes[0] and ((epoch + 1) % args.eval_interval == 0 or epoch + 1 == cfg.epoch_size)
+        evaluated = args.run_eval and size == sizes[0] and ((epoch + 1) % args.eval_interval == 0 or epoch + 1 == cfg.epoch_size)
         res = ecb.run(epoch + 1) if evaluated else None
         last_res = res or last_res
         if primary:

@@ -75,18 +75,23 @@ def eval_transforms(image_size):
 
 
 def create_dataset_imagenet(samples, batch_size, train_model='sppnet_single', training=True, image_size=224,
-                            resize_to=None, num_shards=None, shard_id=None, workers=None, steps=None):
+                            resize_to=None, num_shards=None, shard_id=None, workers=None, steps=None,
+                            augment=True):
     """A batched pipeline over ``samples``.
 
     ``resize_to`` (training only) resizes after the crop, for the multi-size model's small epochs.
     ``steps`` fixes the number of batches per pass (the original's ``--sink_size``), repeating if needed.
+    ``augment=False`` trains on the evaluation transforms (shuffled): for tiny smoke and learning runs only.
     Training batches drop the remainder as the original; evaluation keeps every image.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     data = ds.GeneratorDataset(_Reader(samples), column_names=['image', 'label'], shuffle=training,
                                num_parallel_workers=workers, python_multiprocessing=False,
                                num_shards=num_shards, shard_id=shard_id)
-    ops = train_transforms(train_model, image_size, resize_to) if training else eval_transforms(image_size)
+    if training and augment:
+        ops = train_transforms(train_model, image_size, resize_to)
+    else:
+        ops = eval_transforms(resize_to or image_size)
     data = data.map(operations=ops, input_columns='image', num_parallel_workers=workers)
     data = data.map(operations=transforms.TypeCast(mstype.int32), input_columns='label')
     data = data.batch(batch_size, drop_remainder=training)

@@ -5,7 +5,8 @@ window ceil(a/n) and stride floor(a/n), a global max for n = 1, and one hand-wri
 zero-pad 1 pixel on each side, 2x2 stride-2 pool). It only knew a = 13 (224 input) and a = 10 (180 input).
 Here the same rules are applied to any side, in this order:
 
-1. window ceil(a/n), stride floor(a/n), when that yields exactly n bins (all of the original's cases but one);
+1. window ceil(a/n), stride floor(a/n), when that yields exactly n bins that together cover the whole side
+   (all of the original's cases but one; a plain 'valid' pool could otherwise drop the last rows);
 2. window = stride = ceil(a/n) after zero-padding to n*window, split evenly over both sides, when no bin
    would lie entirely in the padding (this reproduces the original's a = 10, n = 6 case);
 3. otherwise adaptive bins [floor(i*a/n), ceil((i+1)*a/n)) (sides that are too small or awkward, e.g. 8).
@@ -29,7 +30,7 @@ def axis_plan(a, n):
     if a < 1 or n < 1:
         raise ValueError(f"spatial pyramid pooling needs a side >= 1 and n >= 1, got side {a}, n {n}")
     window, stride = math.ceil(a / n), a // n
-    if stride >= 1 and (a - window) // stride + 1 == n:
+    if stride >= 1 and (n - 1) * stride + window == a:
         return ('pool', window, stride, 0, 0)
     pad = n * window - a
     before, after = pad // 2, pad - pad // 2
