@@ -18,12 +18,11 @@ def matmul_rate(n: int = 2048, reps: int = 20) -> float:
     return best
 
 
-def train_step_flops(model, inputs, loss_fn) -> int:
-    """FLOPs of forward + backward counted by torch.utils.flop_counter (matmuls and convolutions)."""
+def train_step_flops(model, compute_loss) -> int:
+    """FLOPs of ``compute_loss()`` + backward counted by torch.utils.flop_counter (matmuls, convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter:
-        loss = loss_fn(model(inputs))
-        loss.backward()
+        compute_loss().backward()
     model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
 
