@@ -1,0 +1,65 @@
+"""Bench pieces for cutmix_tf2: bare tf.function Adam step of ResNet-20, profiler FLOPs, tf.data pipeline."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from ci.benchlib import ROOT, emit, timed_windows  # noqa: E402
+
+RECIPE = ROOT / "cutmix_tf2"
+sys.path.insert(0, str(RECIPE))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+
+    import tensorflow as tf
+    import tf_keras as keras
+    from src import data as recipe_data, model as recipe_model, pipeline
+    from ci.benchlib import tf_util
+
+    bs = args.batch_size
+    windows = 3 if args.quick else 5
+    tf.random.set_seed(0)
+    model = recipe_model.resnet_v1()
+    opt = keras.optimizers.Adam()
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    rs = np.random.RandomState(0)
+    x = tf.constant(rs.uniform(0, 1, (bs, 32, 32, 3)).astype(np.float32))
+    y = tf.constant(np.eye(10, dtype=np.float32)[rs.randint(0, 10, bs)])
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True)) + tf.add_n(model.losses)
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    bare = timed_windows(lambda: step().numpy(), bs, warmup=3, windows=windows, steps_per_window=10)
+
+    concrete = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+        tf.TensorSpec([1, 32, 32, 3], tf.float32))
+    forward_flops = tf_util.graph_float_ops(concrete.graph)
+
+    x_tr, y_tr = recipe_data.load_arrays(args.data)[:2]
+    ds = iter(pipeline.train_dataset(x_tr, recipe_data.one_hot(y_tr), 0, 1000, 42, bs))
+    pipe = timed_windows(lambda: next(ds), bs, warmup=3, windows=windows, steps_per_window=20)
+
+    emit({"recipe": "cutmix_tf2", "framework": "tensorflow (tf-keras)", "framework_version":
+          f"{tf.__version__} / tf-keras {keras.__version__}", "batch_size": bs, "bare": bare, "pipeline": pipe,
+          "flops_per_image_train": 3 * forward_flops,
+          "flops_method": "tf.compat.v1.profiler float_operation count of the Keras forward graph at batch 1 "
+                          "x 3 for forward + backward",
+          "matmul_flops_per_sec": tf_util.matmul_rate(), "threads": tf_util.threads()})
+
+
+if __name__ == "__main__":
+    main()
