@@ -77,7 +77,7 @@ class StepMonitor(Callback):
         self.progress.update(cb.cur_epoch_num, step_in_epoch, loss, float(self.lr[cb.cur_step_num - 1]))
 
 
-def evaluate(model, samples, cfg, rank, group_size):
+def evaluate(model, samples, cfg):
     data = create_dataset_imagenet(samples, False, cfg.batch_size, cfg.image_size, cfg.seed,
                                    num_parallel_workers=cfg.num_parallel_workers)
     return model.eval(data, dataset_sink_mode=False)
@@ -141,7 +141,7 @@ def main(argv=None):
     prefix = f"train_tinydarknet_{cfg.dataset_name}"
     start_epoch = 0
     if cfg.resume:
-        start_epoch = _resume(model, cfg.resume, ckpt_dir, prefix, log)
+        start_epoch = _resume(model, cfg.resume, ckpt_dir, prefix, print)
     if start_epoch >= cfg.epoch_size:
         fail(f"resume checkpoint is at epoch {start_epoch}, nothing left to train (epoch_size {cfg.epoch_size})")
 
@@ -150,8 +150,8 @@ def main(argv=None):
     # images/sec excludes graph compilation: the first epoch when there are several, else the first 2 steps
     warmup = steps_per_epoch if epochs_to_run > 1 else min(2, steps_per_epoch - 1)
     meter = ThroughputMeter(cfg.batch_size, warmup_steps=warmup, world_size=group_size)
-    progress = Progress(epochs_to_run * steps_per_epoch, cfg.batch_size * group_size, every=cfg.log_every,
-                        enabled=primary)
+    # every rank reports its own (local) losses into its own log, as the original's LossMonitor did
+    progress = Progress(epochs_to_run * steps_per_epoch, cfg.batch_size, every=cfg.log_every)
     monitor = StepMonitor(meter, progress, lr, steps_per_epoch)
     summary = EpochSummary(ckpt_dir / "summary.csv", resume=start_epoch > 0) if primary else None
     writer = _summary_writer(ckpt_dir / "tensorboard") if cfg.tensorboard and primary else None
@@ -168,15 +168,16 @@ def main(argv=None):
         progress.end_epoch()
         epoch_time = time.perf_counter() - t0
         loss = float(np.mean(monitor.losses))
-        log(f"epoch: {epoch + 1} step: {steps_per_epoch}, loss is {monitor.losses[-1]:.6f}")
-        log(f"epoch time: {epoch_time * 1000:.3f} ms, per step time: {epoch_time * 1000 / steps_per_epoch:.3f} ms")
+        print(f"epoch: {epoch + 1} step: {steps_per_epoch}, loss is {monitor.losses[-1]:.6f}")
+        print(f"epoch time: {epoch_time * 1000:.3f} ms, per step time: {epoch_time * 1000 / steps_per_epoch:.3f} ms")
         top1 = top5 = None
         last = epoch + 1 == cfg.epoch_size
         if val_samples and primary and ((cfg.run_eval and (epoch + 1) % cfg.eval_interval == 0) or last):
-            acc = evaluate(model, val_samples, cfg, rank, group_size)
+            acc = evaluate(model, val_samples, cfg)
             top1, top5 = acc["top_1_accuracy"], acc["top_5_accuracy"]
             log(f"epoch {epoch + 1} eval: top-1 {top1:.4f} top-5 {top5:.4f}")
-        if primary and ((epoch + 1) % cfg.save_checkpoint_epochs == 0 or last):
+        # each rank saves into its own <ckpt_save_dir>/<rank>/ as the original did
+        if (epoch + 1) % cfg.save_checkpoint_epochs == 0 or last:
             path = ckpt_dir / ckpt_name(prefix, epoch + 1, steps_per_epoch)
             try:
                 save_checkpoint_atomic(model.train_network, path, {"epoch_num": epoch + 1,
@@ -184,7 +185,7 @@ def main(argv=None):
             except CheckpointError as exc:
                 fail(str(exc))
             prune_checkpoints(ckpt_dir, prefix, cfg.keep_checkpoint_max)
-            log(f"saved checkpoint {path}")
+            print(f"saved checkpoint {path}")
         if primary:
             lr_now = float(lr[min(len(lr) - 1, (epoch + 1) * steps_per_epoch - 1)])
             summary.add(epoch + 1, train_loss=loss, eval_top1=top1, eval_top5=top5, lr=lr_now,
