@@ -47,7 +47,7 @@ def main(argv=None):
     from src.dataset import create_dataset_imagenet, load_split
     from src.eval_callback import evaluate
     from src.sppnet import SppNet
-    from src.utils import load_ckpt, meta_value, resolve_device_target
+    from src.utils import load_ckpt, load_into, meta_value, resolve_device_target
 
     params = load_ckpt(args.ckpt_path)
     trained = meta_value(params, 'train_model')
@@ -67,10 +67,7 @@ def main(argv=None):
     if len(classes) > num_classes:
         raise ImageFolderError(f"{args.data_path}: {len(classes)} class folders but the model has {num_classes} outputs")
     net = SppNet(num_classes, 'test', True, args.test_model, image_size)
-    not_loaded, _ = ms.load_param_into_net(net, params)
-    if not_loaded:
-        raise CheckpointError(f"{args.ckpt_path}: missing parameters {not_loaded[:3]} for {args.test_model} "
-                              f"at image size {image_size}")
+    load_into(net, params, args.ckpt_path, f'{args.test_model} at image size {image_size}')
     net.set_train(False)
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction='mean')
     model = Model(net, loss_fn=loss, metrics={'top_1_accuracy', 'top_5_accuracy'})

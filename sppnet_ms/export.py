@@ -39,7 +39,7 @@ def main(argv=None):
     from common.checkpoint import CheckpointError, atomic_write
 
     from src.sppnet import SppNet
-    from src.utils import load_ckpt, meta_value, resolve_device_target
+    from src.utils import load_ckpt, load_into, meta_value, resolve_device_target
 
     target = resolve_device_target(args.device_target)
     if args.file_format == 'AIR' and target != 'Ascend':
@@ -53,9 +53,7 @@ def main(argv=None):
     num_classes = int(params['fc3.weight'].shape[0])
     image_size = args.image_size or int(meta_value(params, 'image_size', 224))
     net = SppNet(num_classes, 'test', True, args.export_model, image_size)
-    not_loaded, _ = ms.load_param_into_net(net, params)
-    if not_loaded:
-        raise CheckpointError(f"{args.ckpt_file}: missing parameters {not_loaded[:3]} for {args.export_model}")
+    load_into(net, params, args.ckpt_file, f'{args.export_model} at image size {image_size}')
     net.set_train(False)
 
     shape = (args.batch_size, 3, image_size, image_size)

@@ -114,13 +114,15 @@ def main(argv=None):
     from src.get_param_groups import get_param_groups
     from src.monitor import StepMonitor
     from src.sppnet import SppNet, count_params, min_image_size
-    from src.utils import (default_amp_level, epoch_checkpoints, find_resume, load_ckpt, meta_value,
+    from src.utils import (default_amp_level, epoch_checkpoints, find_resume, load_ckpt, load_into, meta_value,
                            resolve_device_target, save_ckpt)
 
     cfg = get_config(args.train_model)
     for key in ('epoch_size', 'batch_size', 'lr_init', 'warmup_epochs', 'keep_prob', 'seed'):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    if cfg.warmup_epochs < 0 or cfg.lr_init <= 0:
+        raise ValueError("--warmup_epochs must be >= 0 and --lr_init > 0")
     if not 0.0 < cfg.keep_prob <= 1.0:
         raise ValueError(f"--keep_prob must be in (0, 1], got {cfg.keep_prob}")
     if args.image_size < min_image_size(args.train_model):
@@ -216,8 +218,8 @@ def main(argv=None):
             if meta_value(params, 'train_model') not in (None, args.train_model):
                 raise CheckpointError(f"{path}: checkpoint is for {meta_value(params, 'train_model')}, "
                                       f"not {args.train_model}")
-            ms.load_param_into_net(net, params, strict_load=True)
-            ms.load_param_into_net(opt, params)
+            load_into(net, params, path, f'{args.train_model} at image size {args.image_size}')
+            load_into(opt, params, path, 'the optimiser')
             start_epoch = int(meta_value(params, 'epoch', 0))
             ecb.best = {'top_1_accuracy': float(meta_value(params, 'best_top1', 0.0)),
                         'top_5_accuracy': float(meta_value(params, 'best_top5', 0.0))}
@@ -230,11 +232,11 @@ def main(argv=None):
     if args.tensorboard and primary:
         from mindspore import SummaryRecord
         writer = SummaryRecord(os.path.join(ckpt_dir, 'summary'), network=net)
-    meter = ThroughputMeter(cfg.batch_size, warmup_steps=0, world_size=group_size)
     epochs_left = cfg.epoch_size - start_epoch
     progress = Progress(max(1, epochs_left * steps_per_epoch), cfg.batch_size, enabled=primary,
                         every=max(1, min(50, steps_per_epoch // 2)))
     sink_steps = steps_per_epoch if sink else 1
+    meter = ThroughputMeter(cfg.batch_size, warmup_steps=sink_steps, world_size=group_size)
     monitor = StepMonitor(meter, progress, lambda i: float(lr[min(i, len(lr) - 1)]), sink_steps)
     log(f"============== Starting Training: {args.train_model} on {target} ({amp_level}), {n_params:,} params, "
         f"{len(train_samples)} train / {len(eval_samples)} eval images, {num_classes} classes, "
@@ -283,8 +285,6 @@ def main(argv=None):
         return 0
     if summary.rows:
         plot_curves(summary.path, os.path.join(ckpt_dir, 'curves.png'), title=f'{args.train_model} ({target})')
-    if meter.total_steps == 0 and monitor.compile_seconds:
-        meter.record(monitor.compile_seconds, steps=max(1, len(monitor.shapes_seen)) * sink_steps)
     accuracy = ecb.best['top_1_accuracy'] if ecb.best_epoch else float('nan')
     network_name = {'zfnet': 'ZFNet', 'sppnet_single': 'SPPNet_single', 'sppnet_mult': 'SPPNet_mult'}
     finish_run(output_dir=args.output_path or ckpt_dir, network=network_name[args.train_model],
@@ -296,7 +296,7 @@ def main(argv=None):
                extra={'train_model': args.train_model, 'image_size': args.image_size, 'amp_level': amp_level,
                       'num_classes': num_classes, 'best_top1': ecb.best['top_1_accuracy'],
                       'best_top5': ecb.best['top_5_accuracy'], 'best_epoch': ecb.best_epoch,
-                      'last_eval': last_res, 'compile_seconds': round(monitor.compile_seconds, 3),
+                      'last_eval': last_res, 'compile_seconds': round(meter.warmup_seconds + monitor.compile_seconds, 3),
                       'steps_per_epoch': steps_per_epoch, 'start_epoch': start_epoch,
                       'best_ckpt': os.path.abspath(ecb.best_path) if ecb.best_epoch else None,
                       'dataset_sink_mode': sink, 'gradients_mean': args.gradients_mean})

@@ -15,8 +15,8 @@ def _loss_value(outputs):
 class StepMonitor(Callback):
     """Times every step (or every sink of ``sink_steps`` steps) into a ``ThroughputMeter``.
 
-    The first step after a new input shape is graph compilation: it is kept out of the meter (and reported
-    as ``compile_seconds``), because multi-size training compiles a second graph half-way into epoch 2.
+    The run's first step (graph compilation) is the meter's warm-up. Multi-size training compiles a second
+    graph at its first small epoch: that step is kept out of the meter and reported as ``compile_seconds``.
     """
 
     def __init__(self, meter, progress, lr_of_step, sink_steps=1):
@@ -45,11 +45,11 @@ class StepMonitor(Callback):
             raise FloatingPointError(f"loss is {loss} at epoch {self.epoch} step {self.step_in_epoch + 1}; "
                                      "lower the learning rate or check the data")
         steps = self.sink_steps
-        if self.shape not in self.shapes_seen:
-            self.shapes_seen.add(self.shape)
+        if self.shapes_seen and self.shape not in self.shapes_seen:
             self.compile_seconds += dt
         else:
             self.meter.record(dt, steps=steps)
+        self.shapes_seen.add(self.shape)
         self.losses.append(loss)
         self.step_in_epoch += steps
         self.global_step += steps

@@ -60,6 +60,18 @@ def load_ckpt(path):
         raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({first})") from None
 
 
+def load_into(net, params, path, what):
+    """Load checkpoint ``params`` into ``net``; a shape or name mismatch names the file and the model."""
+    try:
+        not_loaded, _ = ms.load_param_into_net(net, params)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: does not fit {what} ({first})") from None
+    missing = [n for n in not_loaded if not n.startswith(('learning_rate', 'global_step', 'moments.'))]
+    if missing:
+        raise CheckpointError(f"{path}: missing parameters {missing[:3]} for {what}")
+
+
 def meta_value(params, key, default=None):
     value = params.get(key)
     if value is None:

@@ -1,0 +1,100 @@
+"""One run through test/train_performance_1p.sh on the digits data, then eval and export from its checkpoint.
+
+The run is also the learning check: ZFNet at 56x56 (the smallest size the original layers allow is 53) on the
+10 digits, 40 steps of batch 16, must reach top-1 >= 0.5 (chance 0.1 + 0.4) on the 300 held-out images.
+It uses the opt-in He init, no dropout and no augmentation: the original N(0, 0.01) init needs thousands of
+steps before the loss moves (the original's own ImageNet log sits at ln(1000) for its first epoch).
+"""
+import json
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+from common.banner import parse_banner
+
+from conftest import RECIPE, digits_imagenet, error_lines, run
+
+LEARN_FLAGS = ['--train_model=zfnet', '--image_size=56', '--init=he', '--keep_prob=1', '--augment=false',
+               '--warmup_epochs=0', '--lr_init=0.01', '--vet_images=false']
+
+
+@pytest.fixture(scope='session')
+def perf_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('perf')
+    proc = run(['bash', RECIPE / 'test' / 'train_performance_1p.sh', f'--data_path={digits_imagenet().parent}',
+                f'--output_path={out}', '--batch_size=16', '--train_steps=40', '--device=cpu', *LEARN_FLAGS],
+               timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return out, proc.stdout
+
+
+def test_performance_script_prints_banner_and_writes_records(perf_run):
+    out, log = perf_run
+    banner = parse_banner(log)
+    assert banner['images_per_sec'] > 0 and banner['sec_per_step'] > 0 and banner['e2e_seconds'] > 0
+    record = json.loads((out / 'ZFNet_bs16_1p_perf.json').read_text())
+    assert record['steps'] == 40 and record['batch_size'] == 16 and record['device'] == 'cpu'
+    assert record['num_classes'] == 10 and record['image_size'] == 56
+    assert abs(record['images_per_sec'] - banner['images_per_sec']) < 0.01
+    assert abs(record['accuracy'] - banner['accuracy']) < 1e-4
+    case_log = (out / 'ZFNet_bs16_1p_perf.log').read_text()
+    assert 'CaseName = ZFNet_bs16_1p_perf' in case_log and 'RankSize = 1' in case_log
+    assert (out / 'train_0.log').read_text().count('Final result') == 1
+
+
+def test_learning_check_reaches_chance_plus_0_4(perf_run):
+    assert parse_banner(perf_run[1])['accuracy'] >= 0.5
+
+
+def test_run_writes_summary_csv_and_real_png(perf_run):
+    ckpt = perf_run[0] / 'ckpt'
+    rows = (ckpt / 'summary.csv').read_text().splitlines()
+    assert rows[0].startswith('epoch,train_loss,eval_top1') and rows[1].startswith('1,')
+    png = (ckpt / 'curves.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n'
+    width, height = struct.unpack('>II', png[16:24])
+    assert (width, height) == (1000, 400)
+
+
+def test_eval_from_best_checkpoint_reproduces_training_accuracy(perf_run, tmp_path):
+    out, log = perf_run
+    proc = run([sys.executable, RECIPE / 'eval.py', '--test_model=zfnet',
+                f'--data_path={digits_imagenet()}', f'--ckpt_path={out / "ckpt" / "best.ckpt"}',
+                '--device_target=CPU', '--batch_size=16', '--vet_images=false',
+                f'--result_file={tmp_path / "eval.json"}'])
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    res = json.loads((tmp_path / 'eval.json').read_text())
+    assert res['images'] == 300
+    assert abs(res['top_1_accuracy'] - parse_banner(log)['accuracy']) < 1e-4
+
+
+@pytest.mark.parametrize('fmt', ['MINDIR', 'ONNX'])
+def test_export_loads_back_and_matches_the_network(perf_run, tmp_path, fmt):
+    import export
+    name = tmp_path / 'zfnet'
+    assert export.main([f'--ckpt_file={perf_run[0] / "ckpt" / "best.ckpt"}', '--export_model=zfnet',
+                        f'--file_format={fmt}', f'--file_name={name}', '--batch_size=2', '--device_target=CPU']) == 0
+    exported = name.with_suffix('.' + fmt.lower())
+    assert exported.stat().st_size > 1_000_000
+    if fmt == 'ONNX':  # an independent runtime on the exported file, against MindSpore on the checkpoint
+        import onnxruntime as ort
+        import mindspore as ms
+        from src.sppnet import SppNet
+        net = SppNet(10, 'test', True, 'zfnet', 56)
+        ms.load_param_into_net(net, ms.load_checkpoint(str(perf_run[0] / 'ckpt' / 'best.ckpt')))
+        net.set_train(False)
+        x = np.random.default_rng(1).standard_normal((2, 3, 56, 56)).astype(np.float32)
+        sess = ort.InferenceSession(str(exported), providers=['CPUExecutionProvider'])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, net(ms.Tensor(x)).asnumpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_eval_rejects_checkpoint_of_another_input_size(perf_run):
+    ckpt = perf_run[0] / 'ckpt' / 'best.ckpt'
+    proc = run([sys.executable, RECIPE / 'eval.py', '--test_model=zfnet', '--image_size=120',
+                f'--data_path={digits_imagenet()}', f'--ckpt_path={ckpt}', '--device_target=CPU'])
+    assert proc.returncode == 2
+    errors = error_lines(proc.stdout)
+    assert len(errors) == 1 and str(ckpt) in errors[0] and 'does not fit' in errors[0]
