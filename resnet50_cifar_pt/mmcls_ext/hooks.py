@@ -87,6 +87,7 @@ class ThroughputHook(Hook):
         self.meter = meter
         self.epoch_images = 0
         self.epoch_seconds = 0.0
+        self.min_step_seconds = None
         self._t = None
 
     def before_train_epoch(self, runner):
@@ -97,9 +98,15 @@ class ThroughputHook(Hook):
         now = time.perf_counter()
         images = int(runner.outputs.get("num_samples", self.meter.batch_size))
         self.meter.record(now - self._t, images=images)
+        if self.min_step_seconds is None or now - self._t < self.min_step_seconds:
+            self.min_step_seconds = now - self._t
         self.epoch_images += images
         self.epoch_seconds += now - self._t
         self._t = now
+
+    @property
+    def last_step_end(self):
+        return self._t
 
     @property
     def epoch_rate(self):
@@ -120,6 +127,7 @@ class SummaryHook(Hook):
         self.throughput = throughput
         self.best_top1 = None
         self.last_loss = None
+        self.eval_seconds = 0.0
         self._loss_sum, self._loss_n, self._t0 = 0.0, 0, None
         if self.summary is not None:
             for row in self.summary.rows:
@@ -137,6 +145,8 @@ class SummaryHook(Hook):
         self._loss_n += 1
 
     def after_train_epoch(self, runner):
+        # the evaluation hook ran between the epoch's last step and here
+        self.eval_seconds += time.perf_counter() - self.throughput.last_step_end
         out = runner.log_buffer.output
         top1 = out.get("accuracy_top-1")
         top5 = out.get("accuracy_top-5")

@@ -20,3 +20,39 @@ r50_train_1p() {
   mz_run_logged "$output_path/train_${ASCEND_DEVICE_ID:-0}.log" \
     "$MZ_PYTHON" tools/train.py "${R50_ARGS[@]}" --gpu-id "${ASCEND_DEVICE_ID:-0}"
 }
+
+# r50_train_8p CONFIG DEFAULT_BATCH [cfg-option ...]: torchrun over the devices of this server.
+# --rank_table=FILE (HCCL table, read by common.rank_table) gives nodes, this node's rank, its device ids
+# and the master; without one, 8 local processes (or --device_num=N) as the original dist_train.sh.
+# --server_index=N picks this server in a multi-server table when its address does not identify it.
+r50_train_8p() {
+  local rank_table="" device_num="" server_index=auto rest=() a
+  for a in "${MZ_EXTRA_ARGS[@]}"; do
+    case "$a" in
+      --rank_table=*) rank_table=${a#*=} ;;
+      --device_num=*) device_num=${a#*=} ;;
+      --server_index=*) server_index=${a#*=} ;;
+      *) rest+=("$a") ;;
+    esac
+  done
+  MZ_EXTRA_ARGS=("${rest[@]}")
+  local nnodes=1 node_rank=0 nproc=${device_num:-8} master=127.0.0.1
+  if [ -n "$rank_table" ]; then
+    local assignments
+    assignments=$("$MZ_PYTHON" -m common.rank_table "$rank_table" --server_index "$server_index" \
+                  ${device_num:+--device_num "$device_num"}) || return 2
+    eval "$assignments"
+    export RANK_TABLE_FILE RANK_SIZE
+    nnodes=$SERVER_COUNT node_rank=$SERVER_INDEX nproc=$LOCAL_DEVICE_NUM master=$MASTER_ADDR
+    case "$device" in
+      gpu) export CUDA_VISIBLE_DEVICES=${LOCAL_DEVICE_IDS// /,} ;;
+      npu) export ASCEND_RT_VISIBLE_DEVICES=${LOCAL_DEVICE_IDS// /,} ;;
+    esac
+  fi
+  r50_args "$@"
+  cd "$MZ_RECIPE_DIR" || return 2
+  mz_run_logged "$output_path/train_${ASCEND_DEVICE_ID:-0}.log" \
+    "$MZ_PYTHON" -m torch.distributed.run --nnodes="$nnodes" --node_rank="$node_rank" --nproc_per_node="$nproc" \
+    --master_addr="$master" --master_port="${PORT:-29500}" --max-restarts=0 \
+    tools/train.py "${R50_ARGS[0]}" --seed 0 --launcher pytorch "${R50_ARGS[@]:1}" ${R50_PERF_REPORT:+--perf-report}
+}

@@ -71,6 +71,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-steps", type=int, default=None,
                         help="cap iterations per epoch by keeping the first steps x batch x ranks training samples")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
+    parser.add_argument("--perf-report", action="store_true",
+                        help="also write train_<CaseName>_perf_report.log as the original 8p scripts did")
     args = parser.parse_args(argv)
     if args.train_steps is not None and args.train_steps <= 0:
         parser.error(f"--train-steps must be positive, got {args.train_steps}")
@@ -252,9 +254,11 @@ def train(args) -> int:
     runner.run([train_loader], cfg.workflow)
 
     # -- run record (rank 0) ------------------------------------------------------------------------
+    sync = _rank_consistency(runner.model, train_loader, logger) if distributed else {}
     if rank == 0:
         perf = config_stem.endswith("_perf")
-        finish_run(output_dir=work_dir, network=NETWORK, case=case_name(NETWORK, global_batch, world_size, perf),
+        case = case_name(NETWORK, global_batch, world_size, perf)
+        record = finish_run(output_dir=work_dir, network=NETWORK, case=case,
                    framework="pytorch+mmcls", framework_version=f"torch {torch.__version__}, mmcv {mmcv.__version__}, "
                                                                  f"mmcls {mmcls_version}",
                    device=device, rank_size=world_size, batch_size=samples_per_gpu, params=params,
@@ -262,10 +266,60 @@ def train(args) -> int:
                    seed=seed, extra=dict(config=str(Path(args.config).resolve()), amp=bool(amp),
                                          apex=bool(use_apex), lr=cfg.optimizer.lr, work_dir=str(work_dir),
                                          data_prefix=str(cfg.data.train.data_prefix),
-                                         accuracy_metric="best top-1 over the per-epoch validations (fraction)"))
+                                         accuracy_metric="best top-1 over the per-epoch validations (fraction)",
+                                         eval_seconds=round(summary.eval_seconds, 3), **sync))
+        if args.perf_report:
+            _write_perf_report(work_dir / f"train_{case}_perf_report.log", record, throughput, summary, len(train_set))
     if distributed:
         dist.destroy_process_group()
     return 0
+
+
+def _rank_consistency(model, train_loader, logger) -> dict:
+    """Digest of every rank's parameters and how many samples two ranks shared in the last epoch.
+
+    Data parallelism is only right if the first are all equal and the second is zero; both go into
+    the run record, and a mismatch is logged as an error.
+    """
+    import hashlib
+
+    import torch
+    import torch.distributed as dist
+    net = model.module if hasattr(model, "module") else model
+    with torch.no_grad():
+        flat = torch.cat([p.detach().float().reshape(-1).cpu() for p in net.parameters()])
+    mine = dict(digest=hashlib.sha256(flat.numpy().tobytes()).hexdigest(), indices=list(iter(train_loader.sampler)))
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    digests = [e["digest"] for e in everyone]
+    seen, shared = set(), 0
+    for e in everyone:
+        shared += len(seen & set(e["indices"]))
+        seen |= set(e["indices"])
+    if len(set(digests)) != 1 or shared:
+        logger.error(f"ranks out of step: {len(set(digests))} distinct parameter digests, {shared} shared samples")
+    else:
+        logger.info(f"ranks in step: identical parameters on all {len(digests)} ranks, no sample shared in the last epoch")
+    return dict(rank_param_digests=digests, rank_shared_samples=shared,
+                rank_samples_last_epoch=[len(e["indices"]) for e in everyone])
+
+
+def _write_perf_report(path, record, throughput, summary, train_images: int) -> None:
+    """The original train_full_8p*.sh report, from measured times instead of scraped log text."""
+    from common.checkpoint import atomic_write_text
+    meter = throughput.meter
+    train_seconds = meter.warmup_seconds + meter.steady_seconds
+    images = train_images * record["epochs"]
+    rows = {
+        "train_training_time": f"{train_seconds:.2f}",
+        "train_eval_time": f"{summary.eval_seconds:.2f}",
+        "total_time": f"{record['e2e_seconds']:.0f}",
+        "training maximum images/sec": f"{record['global_batch_size'] / throughput.min_step_seconds:.2f}"
+        if throughput.min_step_seconds else "0",
+        "training average images/sec": f"{images / train_seconds:.2f}" if train_seconds else "0",
+        "end to end average images/sec": f"{images / record['e2e_seconds']:.2f}" if record["e2e_seconds"] else "0",
+    }
+    atomic_write_text(path, "".join(f"{k} : {v}\n" for k, v in rows.items()))
 
 
 def _warmup_steps(total_steps: int) -> int:
