@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import json
 import os
 import sys
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
     try:
         rank, world = cluster_info()
         x_train, y_train, x_test, y_test, names = load_arrays(args.data_dir)
+        if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("--tensorboard: the tensorboard package is not installed (pip install tensorboard)")
         if args.resume and args.resume != "auto":
             checkpointing.verify(args.resume)
     except (DatasetError, ValueError) as exc:

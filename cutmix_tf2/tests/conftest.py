@@ -1,9 +1,16 @@
-"""Shared fixtures: repo paths, the digits data, a small noise dataset, and one end-to-end script run."""
+"""Shared fixtures: repo paths, the digits data, a small noise dataset, and two concurrent short runs.
+
+The end-to-end run through test/train_performance_1p.sh is also the reference for the resume test: a
+second, identical run is started beside it, SIGKILLed in its second epoch, and later resumed.
+"""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 for p in (str(ROOT), str(RECIPE)):
     if p not in sys.path:
         sys.path.insert(0, p)
+
+# 64 noise images at batch 8: 8 steps per epoch, 2 epochs; one progress line (with its loss) per step
+RUN_ARGS = ["--batch_size=8", "--log_steps=1", "--device=cpu"]
+EPOCHS = 2
 
 
 def env():
@@ -32,6 +43,10 @@ def run(cmd, timeout=420, **kw):
 
 def train_cmd(*args):
     return [sys.executable, RECIPE / "train.py", *args]
+
+
+def step_losses(text, epoch):
+    return re.findall(rf"^epoch {epoch} step \d+ \[\d+/\d+\] loss (\S+)", text, re.M)
 
 
 @pytest.fixture(scope="session")
@@ -53,11 +68,39 @@ def noise(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def e2e(digits, tmp_path_factory):
-    """One short run of test/train_performance_1p.sh on the digits: (completed process, output folder)."""
-    out = tmp_path_factory.mktemp("e2e")
-    proc = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={digits}",
-                f"--output_path={out}", "--train_epochs=2", "--train_steps=4", "--device=cpu", "--log_steps=2",
-                "--save_samples", "--tensorboard"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc, out
+def runs(noise, tmp_path_factory):
+    """Start the script run and its twin together; kill the twin in epoch 2. Returns a dict of paths/logs."""
+    base = tmp_path_factory.mktemp("runs")
+    e2e_out, victim_out = base / "e2e", base / "victim"
+    e2e_log, victim_log = base / "e2e.stdout", base / "victim.stdout"
+    e2e = subprocess.Popen(["bash", str(RECIPE / "test" / "train_performance_1p.sh"), f"--data_path={noise}",
+                            f"--output_path={e2e_out}", f"--train_epochs={EPOCHS}", *RUN_ARGS, "--save_samples"],
+                           cwd=RECIPE, env=env(), stdout=open(e2e_log, "w"), stderr=subprocess.STDOUT)
+    # the same arguments the script passes to train.py
+    victim = subprocess.Popen([str(a) for a in train_cmd(f"--data_dir={noise}", f"--output_path={victim_out}",
+                                                         f"--epochs={EPOCHS}", "--eval_static=False", "--perf",
+                                                         *RUN_ARGS)],
+                              cwd=RECIPE, env=env(), stdout=open(victim_log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 400
+        while not step_losses(victim_log.read_text(), 2):  # the epoch-1 checkpoint is written before this
+            assert victim.poll() is None, "the run to be killed ended early:\n" + victim_log.read_text()[-2000:]
+            assert time.time() < deadline, "no second epoch within 400 s"
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim_rc = victim.wait(60)
+        e2e_rc = e2e.wait(400)
+    finally:
+        for p in (e2e, victim):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return {"e2e_rc": e2e_rc, "e2e_out": e2e_out, "e2e_stdout": e2e_log.read_text(), "victim_rc": victim_rc,
+            "victim_out": victim_out, "victim_stdout": victim_log.read_text(), "noise": noise}
+
+
+@pytest.fixture(scope="session")
+def e2e(runs):
+    """(stdout of test/train_performance_1p.sh, its output folder), after checking it succeeded."""
+    assert runs["e2e_rc"] == 0, runs["e2e_stdout"][-3000:]
+    return runs["e2e_stdout"], runs["e2e_out"]
