@@ -22,7 +22,7 @@ from src.dataset import create_dataset_imagenet, find_split, load_samples  # noq
 from src.tinydarknet import TinyDarkNet  # noqa: E402
 from src.utils import detect_device, fail, load_into, read_checkpoint, setup_context  # noqa: E402
 
-KEYS = ["device_target", "device_id", "seed", "dataset_name", "data_path", "val_data_dir", "num_classes",
+KEYS = ["device_target", "device_id", "dataset_name", "data_path", "val_data_dir", "num_classes",
         "image_size", "batch_size", "num_parallel_workers", "check_images", "skip_bad_images", "checkpoint_path"]
 
 
@@ -46,7 +46,7 @@ def main(argv=None):
     net.set_train(False)
     loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.0, num_classes=cfg.num_classes)
     model = Model(net, loss_fn=loss, metrics={"top_1_accuracy", "top_5_accuracy"})
-    data = create_dataset_imagenet(samples, False, cfg.batch_size, cfg.image_size, cfg.seed,
+    data = create_dataset_imagenet(samples, False, cfg.batch_size, cfg.image_size,
                                    num_parallel_workers=cfg.num_parallel_workers)
     acc = model.eval(data, dataset_sink_mode=False)
     acc = {k: float(acc[k]) for k in ("top_1_accuracy", "top_5_accuracy")}

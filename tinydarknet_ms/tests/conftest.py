@@ -54,6 +54,7 @@ def perf_run(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("perf")
     proc = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={digits.parent}",
                 f"--output_path={out}", "--batch_size=16", "--train_steps=4", "--device=cpu", "--log_every=1",
+                "--tensorboard=True",
                 *SMALL],
                cwd=tmp_path_factory.mktemp("cwd"))
     return out, proc.stdout

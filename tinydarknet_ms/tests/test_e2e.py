@@ -48,6 +48,8 @@ class TestPerformanceScript:
         assert all(math.isfinite(float(r.split(",")[1])) for r in rows[1:])
         with Image.open(ck / "curves.png") as im:
             assert im.format == "PNG" and im.size == (1000, 400)
+        events = list((ck / "tensorboard").glob("events.out.events.summary.*"))
+        assert len(events) == 1 and events[0].stat().st_size > 0
 
     def test_export_mindir_and_onnx_reload_and_match(self, perf_run, tmp_path):
         out, _ = perf_run
