@@ -150,7 +150,10 @@ def train(args) -> int:
     set_random_seed(seed, deterministic=args.deterministic)
     cfg.seed = seed
 
-    # -- data (read and checked before anything is written) ------------------------------------
+    # -- inputs are read and checked before anything is written --------------------------------
+    for explicit in (args.resume_from, args.resume if args.resume != "auto" else None):
+        if explicit and not os.path.isfile(explicit):
+            raise FileNotFoundError(f"{explicit}: checkpoint to resume from not found")
     train_set = build_dataset(cfg.data.train)
     val_set = None if args.no_validate else build_dataset(cfg.data.val, dict(test_mode=True))
 
