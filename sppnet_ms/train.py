@@ -261,16 +261,17 @@ def main(argv=None):
         res = ecb.run(epoch + 1) if evaluated else None
         last_res = res or last_res
         if primary:
-            save_ckpt(os.path.join(ckpt_dir, f'{prefix}-{epoch + 1}.ckpt'), _train_state(net, opt),
-                      dict(meta(), epoch=epoch + 1, best_top1=ecb.best['top_1_accuracy'],
-                           best_top5=ecb.best['top_5_accuracy'], best_epoch=ecb.best_epoch))
-            for old in epoch_checkpoints(ckpt_dir, prefix)[:-args.keep_checkpoint_max]:
-                os.remove(old)
+            # the summary row first: every checkpoint a resume can pick then has its row
             summary.add(epoch + 1, train_loss=last_loss, eval_top1=res and res['top_1_accuracy'],
                         eval_top5=res and res['top_5_accuracy'], lr=float(lr[min((epoch + 1) * steps_per_epoch,
                                                                                   len(lr)) - 1]),
                         images_per_sec=steps_per_epoch * cfg.batch_size * group_size / max(train_time, 1e-9),
                         time_sec=train_time)
+            save_ckpt(os.path.join(ckpt_dir, f'{prefix}-{epoch + 1}.ckpt'), _train_state(net, opt),
+                      dict(meta(), epoch=epoch + 1, best_top1=ecb.best['top_1_accuracy'],
+                           best_top5=ecb.best['top_5_accuracy'], best_epoch=ecb.best_epoch))
+            for old in epoch_checkpoints(ckpt_dir, prefix)[:-args.keep_checkpoint_max]:
+                os.remove(old)
             if writer is not None:
                 writer.add_value('scalar', 'train_loss', Tensor(np.float32(last_loss)))
                 if res:

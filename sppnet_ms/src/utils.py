@@ -67,7 +67,8 @@ def load_into(net, params, path, what):
     except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: does not fit {what} ({first})") from None
-    missing = [n for n in not_loaded if not n.startswith(('learning_rate', 'global_step', 'moments.'))]
+    # the optimiser's own hyper-parameters (learning_rate, momentum) are rebuilt from the config, not restored
+    missing = [n for n in not_loaded if n not in ('learning_rate', 'momentum')]
     if missing:
         raise CheckpointError(f"{path}: missing parameters {missing[:3]} for {what}")
 

@@ -38,3 +38,13 @@ def run(cmd, timeout=300, **kw):
 
 def error_lines(text):
     return [line for line in text.splitlines() if line.startswith('ERROR')]
+
+
+@pytest.fixture(scope='session')
+def noise_imagenet(tmp_path_factory):
+    """Random-noise JPEG folders (40 train / 12 val, 10 classes) built by the repo's own noise builder."""
+    out = tmp_path_factory.mktemp('noise')
+    proc = run([sys.executable, ROOT / 'ci' / 'make_data.py', '--noise', '--out', out, '--n_train', '40',
+                '--n_test', '12', '--formats', 'imagenet'], timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    return out / 'imagenet'

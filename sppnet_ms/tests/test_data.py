@@ -1,0 +1,85 @@
+"""Loader on real-format files: the digits JPEG folders, the noise builder's folders, and broken images."""
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.imagefolder import ImageFolderError
+from src.dataset import _Reader, create_dataset_imagenet, load_split, second_size
+
+from conftest import digits_imagenet
+
+
+def test_digits_folders_load_with_sorted_classes():
+    train, classes = load_split(digits_imagenet(), 'train', vet=False)
+    val, val_classes = load_split(digits_imagenet().parent, 'val', vet=False)  # parent folder works too
+    assert (len(train), len(val), len(classes)) == (1497, 300, 10) and classes == val_classes == sorted(classes)
+
+
+@pytest.mark.parametrize('model,training,size,resize_to', [('sppnet_single', True, 64, None),
+                                                           ('sppnet_mult', True, 64, 51),
+                                                           ('zfnet', False, 56, None)])
+def test_pipeline_batches_are_normalised_chw_float_and_int32_labels(model, training, size, resize_to):
+    samples, _ = load_split(digits_imagenet(), 'val', vet=False)
+    data = create_dataset_imagenet(samples[:40], 16, model, training, size, resize_to=resize_to, workers=2)
+    batches = list(data.create_tuple_iterator(output_numpy=True))
+    side = resize_to or size
+    assert len(batches) == (2 if training else 3)  # training drops the remainder, evaluation keeps it
+    image, label = batches[0]
+    assert image.shape == (16, 3, side, side) and image.dtype == np.float32 and label.dtype == np.int32
+    assert -2.2 < image.min() < 0 < image.max() < 2.7  # ImageNet mean/std on 0-255 pixels
+
+
+def test_steps_repeat_a_small_dataset():
+    samples, _ = load_split(digits_imagenet(), 'val', vet=False)
+    data = create_dataset_imagenet(samples[:20], 8, 'zfnet', True, 56, steps=5, workers=1)
+    assert data.get_dataset_size() == 5
+
+
+def test_second_size_keeps_the_original_ratio():
+    assert second_size(224) == 180 and second_size(64) == 51
+
+
+def test_noise_builder_folders_load_and_vet(noise_imagenet):
+    train, classes = load_split(noise_imagenet, 'train')
+    assert len(train) == 40 and len(classes) == 10
+
+
+def _broken_copy(noise_imagenet, tmp_path, how):
+    root = tmp_path / 'data'
+    shutil.copytree(noise_imagenet, root)
+    victim = sorted((root / 'train').rglob('*.JPEG'))[3]
+    if how == 'truncated':
+        victim.write_bytes(victim.read_bytes()[:200])
+    elif how == 'zero':
+        victim.write_bytes(b'')
+    elif how == 'png':
+        Image.open(victim).save(victim, format='PNG')
+    return root, victim
+
+
+@pytest.mark.parametrize('how', ['truncated', 'zero', 'png'])
+def test_bad_image_stops_with_its_path_or_is_skipped(noise_imagenet, tmp_path, how):
+    root, victim = _broken_copy(noise_imagenet, tmp_path, how)
+    with pytest.raises(ImageFolderError, match=str(victim)):
+        load_split(root, 'train')
+    logged = []
+    good, _ = load_split(root, 'train', skip_bad=True, log=logged.append)
+    assert len(good) == 39 and any(str(victim) in line for line in logged)
+
+
+def test_reader_names_the_file_when_vetting_was_off(noise_imagenet, tmp_path):
+    root, victim = _broken_copy(noise_imagenet, tmp_path, 'truncated')
+    samples, _ = load_split(root, 'train', vet=False)
+    reader = _Reader(samples)
+    with pytest.raises(ImageFolderError, match=str(victim)):
+        reader[[s for s, _ in samples].index(str(victim))]
+
+
+def test_cmyk_and_grayscale_jpegs_decode_to_rgb(tmp_path):
+    for mode in ('CMYK', 'L'):
+        path = tmp_path / f'{mode}.JPEG'
+        Image.new(mode, (20, 10)).save(path, format='JPEG')
+        image, label = _Reader([(str(path), 3)])[0]
+        assert image.shape == (10, 20, 3) and image.dtype == np.uint8 and label == 3
