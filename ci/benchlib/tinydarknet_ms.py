@@ -1,0 +1,66 @@
+"""Bench pieces for tinydarknet_ms: bare graph-mode TrainOneStepCell loop, counted FLOPs, data pipeline."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from ci.benchlib import ROOT, emit, timed_windows
+
+RECIPE = ROOT / "tinydarknet_ms"
+sys.path.insert(0, str(RECIPE))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--image_size", type=int, default=224)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+
+    import mindspore as ms
+    from mindspore import nn
+    from src.tinydarknet import TinyDarkNet
+    from src.CrossEntropySmooth import CrossEntropySmooth
+    from src.dataset import create_dataset_imagenet, find_split, load_samples
+    from ci.benchlib import ms_util
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_seed(1)
+    bs, size = args.batch_size, args.image_size
+    windows = 3 if args.quick else 5
+    net = TinyDarkNet(num_classes=1000)
+    flops = 3 * ms_util.forward_flops(net, ms.Tensor(np.zeros((1, 3, size, size), np.float32)))
+    loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.1, num_classes=1000)
+    opt = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+    step_cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
+    step_cell.set_train()
+    rs = np.random.RandomState(0)
+    x = ms.Tensor(rs.randn(bs, 3, size, size).astype(np.float32))
+    y = ms.Tensor(rs.randint(0, 1000, bs).astype(np.int32))
+    bare = timed_windows(lambda: step_cell(x, y).asnumpy(), bs, warmup=2, windows=windows,
+                         steps_per_window=2 if args.quick else 4)
+
+    samples, _ = load_samples(find_split(args.data, "train"), check=False)
+    it = [None]
+
+    def next_batch():
+        try:
+            next(it[0])
+        except (StopIteration, TypeError):
+            data = create_dataset_imagenet(samples, True, bs, size)
+            it[0] = data.create_tuple_iterator(num_epochs=1)
+            next(it[0])
+    pipe = timed_windows(next_batch, bs, warmup=2, windows=windows, steps_per_window=3)
+
+    emit({"recipe": "tinydarknet_ms", "framework": "mindspore", "framework_version": ms.__version__, "batch_size": bs,
+          "image_size": size, "bare": bare, "pipeline": pipe, "flops_per_image_train": flops,
+          "flops_method": ms_util.__doc__.split("\n\n")[1].replace("\n", " "),
+          "matmul_flops_per_sec": ms_util.matmul_rate(), "threads": {"ms_workers": "framework default"},
+          "notes": "batch 32 instead of the recipe's 128 on this 2-core CPU, to keep the run short"})
+
+
+if __name__ == "__main__":
+    main()
