@@ -101,3 +101,25 @@ def test_setup_is_idempotent_and_keyed_by_requirements(tmp_path, monkeypatch):
     assert calls == []  # second run with unchanged requirements builds nothing
     monkeypatch.setattr(setup_envs, "read_requirements", lambda name: (["numpy"], []))
     assert setup_envs.env_key("fake") != key1
+
+
+def test_bench_derives_overhead_mfu_and_pipeline_ratio():
+    import bench
+    recipe = {"images_per_sec": 95.0, "warmup_seconds": 3.0, "peak_rss_mb": 500.0}
+    bare = {"batch_size": 64, "bare": {"images_per_sec": 100.0}, "pipeline": {"images_per_sec": 950.0},
+            "flops_per_image_train": 2e9, "matmul_flops_per_sec": 400e9}
+    d = bench.derive(recipe, bare)
+    assert d["recipe_vs_bare"] == pytest.approx(0.95)
+    assert d["mfu_recipe"] == pytest.approx(95 * 2e9 / 400e9) and d["mfu_bare"] == pytest.approx(0.5)
+    assert d["pipeline_vs_model"] == pytest.approx(10.0)
+    md = bench.markdown({"x": {"recipe": recipe, "bare": bare, "derived": d}}, "now")
+    row = [line for line in md.splitlines() if line.startswith("| x |")][0]
+    assert "| 95.0 | 100.0 | 95.0% | 950.0 | 10.0x | 2.000 | 400.0 | 47.5% | 3.0 | 500.0 |" in row
+
+
+def test_bench_reports_missing_figures_as_dashes_not_zeros():
+    import bench
+    d = bench.derive({"error": "exit 1"}, {"error": "exit 1"})
+    assert d == {}
+    md = bench.markdown({"y": {"recipe": {"error": "exit 1: boom"}, "bare": {}, "derived": d}}, "now")
+    assert "| y | - | - | - |" in md and "recipe run error: exit 1: boom" in md
