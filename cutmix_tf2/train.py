@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import importlib.util
 import json
 import os
@@ -230,7 +231,11 @@ def main(argv=None) -> int:
         train_ds = strategy.distribute_datasets_from_function(per_worker)
     else:
         train_ds = pipeline.train_dataset(x_shard, y_shard, first_epoch, args.epochs, args.seed, **opts)
-    test_ds = pipeline.test_dataset(x_test, y_test, global_batch, drop_remainder=args.eval_static)
+    # several workers: whole global batches only, so that every worker runs the same number of steps
+    test_ds = pipeline.test_dataset(x_test, y_test, global_batch, drop_remainder=args.eval_static or world > 1)
+    if world > 1:
+        print(f"rank {rank}/{world}: {len(x_shard)} training images, shard sha256 "
+              f"{hashlib.sha256(x_shard.tobytes()).hexdigest()[:16]}", flush=True)
     if args.save_samples and is_chief:
         from src.samples import save_grid
         sample_x, sample_y = next(iter(pipeline.train_epoch(x_shard, y_shard, 0, args.seed, 16,
@@ -256,15 +261,19 @@ def main(argv=None) -> int:
     history = model.fit(train_ds, validation_data=test_ds, epochs=args.epochs, initial_epoch=first_epoch,
                         steps_per_epoch=steps, callbacks=callbacks, verbose=2 if is_chief else 0)
 
+    if world > 1:
+        digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()[:16]
+        print(f"rank {rank}/{world}: final weights sha256 {digest}", flush=True)
+
     # -- save the trained model (the original never did) and write the record --
     from common.checkpoint import atomic_write, atomic_write_dir
     import shutil
-    if is_chief:
-        atomic_write(out / "model.h5", lambda tmp: model.save(tmp, save_format="h5", include_optimizer=False))
-        atomic_write_dir(out / "saved_model", lambda tmp: model.save(tmp, save_format="tf", include_optimizer=False))
-    else:
-        # every worker must take part in a save under MultiWorkerMirroredStrategy; the others' copies are dropped
-        model.save(str(scratch / "saved_model"), save_format="tf", include_optimizer=False)
+    # under MultiWorkerMirroredStrategy every worker must save, in the same order (saving reads variables
+    # through collectives); only the chief's copy is kept
+    target = out if is_chief else scratch
+    atomic_write(target / "model.h5", lambda tmp: model.save(tmp, save_format="h5", include_optimizer=False))
+    atomic_write_dir(target / "saved_model", lambda tmp: model.save(tmp, save_format="tf", include_optimizer=False))
+    if not is_chief:
         shutil.rmtree(scratch, ignore_errors=True)
     if not is_chief:
         return 0
