@@ -37,6 +37,15 @@ def train_cmd(work_dir, *extra, config=PERF_CONFIG, data=None):
             "--data-path", data or DIGITS, "--device", "cpu", *extra]
 
 
+def entry(name):
+    """``main`` of ``tools/<name>.py``, loaded in this process (saves a torch + mmcls start-up per call)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"r50_tools_{name}", RECIPE / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
 @pytest.fixture(scope="session")
 def digits():
     if not (DIGITS / "cifar-100-python" / "train").is_file():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from PIL import Image
 
 import mmcls_ext  # noqa: F401  (CIFAR100Local, safe checkpoint loader)
 from common.banner import parse_banner
-from conftest import PERF_CONFIG, RECIPE, run
+from conftest import PERF_CONFIG, RECIPE, entry, run
 
 CASE = "Resnet50_cifar_for_PyTorch_bs8_1p_perf"
 VAL_IMAGES = 48
@@ -62,10 +61,10 @@ def test_checkpoints_summary_curves_and_tensorboard(perf_run):
 
 def test_eval_from_checkpoint_reproduces_training_accuracy(perf_run, digits):
     out, stdout = perf_run
-    r = run([sys.executable, RECIPE / "tools" / "test.py", PERF_CONFIG, out / "latest.pth", "--data-path", digits,
-             "--device", "cpu", "--out", out / "eval.json",
-             "--cfg-options", "data.samples_per_gpu=8", f"data.test.max_samples={VAL_IMAGES}"])
-    assert r.returncode == 0, r.stdout[-2000:]
+    rc = entry("test")([str(PERF_CONFIG), str(out / "latest.pth"), "--data-path", str(digits), "--device", "cpu",
+                        "--out", str(out / "eval.json"),
+                        "--cfg-options", "data.samples_per_gpu=8", f"data.test.max_samples={VAL_IMAGES}"])
+    assert rc == 0
     evaluated = json.loads((out / "eval.json").read_text())
     assert evaluated["num_images"] == VAL_IMAGES
     assert evaluated["accuracy_top-1"] / 100 == pytest.approx(parse_banner(stdout)["accuracy"], abs=1e-4)
@@ -73,13 +72,12 @@ def test_eval_from_checkpoint_reproduces_training_accuracy(perf_run, digits):
     assert evaluated["accuracy_top-5"] / 100 == pytest.approx(float(rows[-1]["eval_top5"]), abs=1e-4)
 
 
-def test_onnx_export_matches_pytorch_in_onnxruntime(perf_run, digits):
+def test_onnx_export_matches_pytorch_in_onnxruntime(perf_run, digits, capsys):
     out, _ = perf_run
     onnx_path = out / "resnet50_cifar.onnx"
-    r = run([sys.executable, RECIPE / "tools" / "export.py", PERF_CONFIG, out / "latest.pth",
-             "--output-file", onnx_path])
-    assert r.returncode == 0, r.stdout[-2000:]
-    assert "same top-1 True" in r.stdout
+    rc = entry("export")([str(PERF_CONFIG), str(out / "latest.pth"), "--output-file", str(onnx_path)])
+    assert rc == 0
+    assert "same top-1 True" in capsys.readouterr().out
 
     # check it here too, on real digits images rather than the tool's random inputs
     import onnxruntime as ort

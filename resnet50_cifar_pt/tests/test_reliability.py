@@ -1,7 +1,6 @@
 """Resume after SIGKILL, seed determinism, corrupt checkpoints, bad inputs (one-line errors, no output)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import signal
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from common.checkpoint import CheckpointError
-from conftest import RECIPE, env, run, train_cmd
+from conftest import RECIPE, entry, env, run, train_cmd
 
 TINY = ["--seed", "3", "--no-validate", "--train-steps", "2",
         "--cfg-options", "data.samples_per_gpu=4", "data.workers_per_gpu=0", "runner.max_epochs=3"]
@@ -99,16 +98,9 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
 
 
 # -- bad inputs: the entry point's main() returns 2 with one line on stderr naming the file -------------
-def _train_main():
-    spec = importlib.util.spec_from_file_location("r50_train_entry", RECIPE / "tools" / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
-
-
 def _bad_run(capsys, tmp_path, data):
     work = tmp_path / "work"
-    rc = _train_main()(["configs/resnet/resnet50_8xb16_cifar100_perf.py", "--work-dir", str(work), "--device", "cpu",
+    rc = entry("train")(["configs/resnet/resnet50_8xb16_cifar100_perf.py", "--work-dir", str(work), "--device", "cpu",
                         "--data-path", str(data), "--cfg-options", "data.workers_per_gpu=0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
