@@ -23,7 +23,7 @@ def build_parser():
     p.add_argument('--device_target', default='auto', help='Ascend | GPU | CPU | auto')
     p.add_argument('--device_id', type=int, default=int(os.environ.get('DEVICE_ID', 0)))
     p.add_argument('--dataset_sink_mode', type=str2bool, default=False,
-                   help='accepted for the original scripts; evaluation always streams batches from the host')
+                   help='sink the dataset into the device graph while evaluating')
     p.add_argument('--batch_size', type=positive_int, default=None, help='default: the model config')
     p.add_argument('--image_size', type=positive_int, default=None, help='default: the checkpoint\'s, else 224')
     p.add_argument('--num_classes', type=positive_int, default=None, help="default: the checkpoint's")
@@ -74,7 +74,7 @@ def main(argv=None):
     dataset = create_dataset_imagenet(samples, batch_size, args.test_model, False, image_size, workers=args.workers)
     print('============== Starting Testing ==============')
     print(f'load checkpoint from [{args.ckpt_path}].')
-    res = evaluate(model, dataset)
+    res = evaluate(model, dataset, args.dataset_sink_mode)
     print(f'result : {res}')
     if args.result_file:
         atomic_write_text(args.result_file, json.dumps(dict(res, images=len(samples), ckpt=args.ckpt_path,

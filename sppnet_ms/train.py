@@ -237,7 +237,7 @@ def main(argv=None):
                         every=max(1, min(50, steps_per_epoch // 2)))
     sink_steps = steps_per_epoch if sink else 1
     meter = ThroughputMeter(cfg.batch_size, warmup_steps=sink_steps, world_size=group_size)
-    monitor = StepMonitor(meter, progress, lambda i: float(lr[min(i, len(lr) - 1)]), sink_steps)
+    monitor = StepMonitor(meter, progress, lambda i: float(lr[min(i, len(lr) - 1)]))
     log(f"============== Starting Training: {args.train_model} on {target} ({amp_level}), {n_params:,} params, "
         f"{len(train_samples)} train / {len(eval_samples)} eval images, {num_classes} classes, "
         f"batch {cfg.batch_size} x {group_size}, {steps_per_epoch} steps/epoch, epochs {start_epoch + 1}-"

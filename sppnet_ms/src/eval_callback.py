@@ -11,8 +11,8 @@ from .utils import save_ckpt
 METRICS = {'top_1_accuracy', 'top_5_accuracy'}
 
 
-def evaluate(model, dataset):
-    res = model.eval(dataset, dataset_sink_mode=False)
+def evaluate(model, dataset, sink=False):
+    res = model.eval(dataset, dataset_sink_mode=sink)
     return {'top_1_accuracy': float(res['top_1_accuracy']), 'top_5_accuracy': float(res['top_5_accuracy'])}
 
 

@@ -13,16 +13,17 @@ def _loss_value(outputs):
 
 
 class StepMonitor(Callback):
-    """Times every step (or every sink of ``sink_steps`` steps) into a ``ThroughputMeter``.
+    """Times every ``step_end`` call into a ``ThroughputMeter``; in sink mode one call may cover several steps,
+    counted from MindSpore's own step counter.
 
     The run's first step (graph compilation) is the meter's warm-up. Multi-size training compiles a second
     graph at its first small epoch: that step is kept out of the meter and reported as ``compile_seconds``.
     """
 
-    def __init__(self, meter, progress, lr_of_step, sink_steps=1):
+    def __init__(self, meter, progress, lr_of_step):
         super().__init__()
         self.meter, self.progress, self.lr_of_step = meter, progress, lr_of_step
-        self.sink_steps = sink_steps
+        self._last_step_num = 0
         self.compile_seconds = 0.0
         self.shapes_seen = set()
         self.shape = None
@@ -34,6 +35,9 @@ class StepMonitor(Callback):
         self.epoch, self.shape, self.losses, self.step_in_epoch = epoch, shape, [], 0
         self.global_step = global_step
 
+    def on_train_begin(self, run_context):
+        self._last_step_num = run_context.original_args().cur_step_num
+
     def step_begin(self, run_context):
         self._t0 = time.perf_counter()
 
@@ -44,7 +48,8 @@ class StepMonitor(Callback):
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at epoch {self.epoch} step {self.step_in_epoch + 1}; "
                                      "lower the learning rate or check the data")
-        steps = self.sink_steps
+        steps = max(1, cb.cur_step_num - self._last_step_num)
+        self._last_step_num = cb.cur_step_num
         if self.shapes_seen and self.shape not in self.shapes_seen:
             self.compile_seconds += dt
         else:
