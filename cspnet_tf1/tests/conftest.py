@@ -1,0 +1,50 @@
+"""Shared fixtures: repo paths, the digits data, small noise datasets and a runner for the recipe's entries."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "cspnet_tf1"
+for p in (str(ROOT), str(RECIPE)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+DIGITS = ROOT / "data" / "digits"
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "TF_CPP_MIN_LOG_LEVEL": "3", "MZ_PYTHON": sys.executable, "MPLBACKEND": "Agg"}
+
+
+def run(args, timeout=600, check=True, cwd=RECIPE):
+    """Run a command of the recipe; returns (returncode, stdout, stderr)."""
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def python(script, *args, **kw):
+    return run([sys.executable, RECIPE / script, *args], **kw)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    if not (DIGITS / "cifar-10-batches-py" / "test_batch").is_file():
+        pytest.fail(f"{DIGITS}: digits dataset missing: run `make data` in {ROOT}")
+    return DIGITS
+
+
+def make_noise(out, n_train, n_test):
+    run([sys.executable, ROOT / "ci" / "make_data.py", "--noise", "--out", out, "--n_train", n_train,
+         "--n_test", n_test, "--formats", "cifar10"], cwd=ROOT)
+    return Path(out)
+
+
+@pytest.fixture(scope="session")
+def noise(tmp_path_factory):
+    """48 train / 32 test noise images: 3 steps per epoch and 2 test batches at batch 16."""
+    return make_noise(tmp_path_factory.mktemp("noise"), 48, 32)

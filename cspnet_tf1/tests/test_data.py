@@ -1,0 +1,89 @@
+"""CIFAR-10 input: real-format files (digits, noise), batching as the original, opt-in augmentation, bad inputs."""
+import pickle
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+import utils
+from common.cifar import DatasetError
+from conftest import python
+
+
+def test_digits_load_as_raw_pixels_and_one_hot(digits):
+    x_tr, y_tr, x_te, y_te = utils.load_cifar(digits / "cifar-10-batches-py")
+    assert x_tr.shape == (1497, 32, 32, 3) and x_te.shape == (300, 32, 32, 3)
+    assert x_tr.dtype == np.uint8 and x_tr.max() > 200  # never rescaled: the network sees 0-255
+    assert y_tr.shape == (1497, 10) and np.all(y_tr.sum(1) == 1) and len(np.unique(y_tr.argmax(1))) == 10
+
+
+def test_data_path_may_be_the_parent_folder(digits, noise):
+    assert utils.load_cifar(digits)[0].shape[0] == 1497
+    x_tr, y_tr, x_te, _ = utils.load_cifar(noise)
+    assert x_tr.shape == (48, 32, 32, 3) and x_te.shape == (32, 32, 32, 3)
+
+
+def test_batches_drop_the_remainder_and_shuffle_once():
+    batches = utils.random_batch(100, 16, np.random.RandomState(3))
+    assert len(batches) == 6 and all(len(b) == 16 for b in batches)
+    flat = np.concatenate(batches)
+    assert len(np.unique(flat)) == 96 and not np.array_equal(flat, np.sort(flat))
+
+
+def test_eval_batches_are_the_same_every_time():
+    a, b = utils.eval_batches(300, 64), utils.eval_batches(300, 64)
+    assert len(a) == 4 and all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_too_few_images_for_one_batch_is_an_error():
+    with pytest.raises(DatasetError, match="cannot fill one batch"):
+        utils.random_batch(10, 16, np.random.RandomState(0))
+
+
+def test_augment_crops_and_flips_deterministically():
+    x = np.random.RandomState(0).randint(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+    a, b = utils.augment(x, np.random.RandomState(5)), utils.augment(x, np.random.RandomState(5))
+    assert a.shape == x.shape and a.dtype == np.uint8 and np.array_equal(a, b) and not np.array_equal(a, x)
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path, noise):
+    bad = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(noise / "cifar-10-batches-py", bad)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+    (bad / "data_batch_2").write_bytes(pickle.dumps({"data": Exploit()}))
+    with pytest.raises(DatasetError, match="data_batch_2"):
+        utils.load_cifar(bad)
+    assert not marker.exists()
+
+
+def _bad_run(tmp_path, data):
+    rc, out, err = python("train.py", f"--data_path={data}", f"--output_path={tmp_path / 'out'}", "--epochs=1",
+                          "--batch_size=16", check=False, timeout=300)
+    lines = [line for line in err.strip().splitlines() if line.startswith("ERROR")]
+    return rc, lines, err
+
+
+@pytest.mark.parametrize("fault", ["missing", "truncated", "wrong_shape"])
+def test_bad_dataset_gives_one_line_error_naming_the_file(tmp_path, noise, fault):
+    data = tmp_path / "cifar-10-batches-py"
+    if fault == "missing":
+        data, expect = tmp_path / "nowhere", "nowhere"
+    else:
+        shutil.copytree(noise / "cifar-10-batches-py", data)
+        f = data / "data_batch_3"
+        if fault == "truncated":
+            f.write_bytes(f.read_bytes()[:1000])
+        else:
+            with open(f, "wb") as fh:
+                pickle.dump({"data": np.zeros((10, 1024), np.uint8), "labels": [0] * 10}, fh)
+        expect = "data_batch_3"
+    rc, lines, err = _bad_run(tmp_path, data)
+    assert rc != 0
+    assert len(lines) == 1 and expect in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "cspdarknet53.ckpt.index").exists()
