@@ -40,7 +40,7 @@ def _cmd(noise, tmp_path, *extra):
 
 
 def test_two_ranks_see_different_data_and_end_with_identical_weights(noise, tmp_path):
-    proc = subprocess.run(_cmd(noise, tmp_path, "--train_epochs=1", "--batch_size=8"), cwd=RECIPE, env=env(),
+    proc = subprocess.run(_cmd(noise, tmp_path, "--train_epochs=1", "--batch_size=8", "--train_steps=2"), cwd=RECIPE, env=env(),
                           capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs = [(tmp_path / "out" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
