@@ -104,6 +104,8 @@ def main(argv=None):
                                     cfg.num_parallel_workers or os.cpu_count() or 1, log)[0] if val_dir else None)
     except ImageFolderError as exc:
         fail(str(exc))
+    if cfg.run_eval and not val_samples:
+        log(f"warning: run_eval is on but no val folder was found next to {train_dir}; pass --val_data_dir")
     if len(classes) > cfg.num_classes:
         fail(f"{train_dir}: {len(classes)} class folders but num_classes is {cfg.num_classes}")
     per_rank = -(-len(train_samples) // group_size)
