@@ -152,12 +152,6 @@ def main(argv=None) -> int:
         return fail(exc)
     except CheckpointError as exc:
         return fail(f"cannot resume: {exc}")
-    out = Path(args.output_path).resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return fail(f"{out}: cannot create output folder ({exc.strerror})")
-    ckpt_root = out / "checkpoints"
     x_shard, y_shard = shard(x_train, y_train, rank, world)
     y_shard, y_test = one_hot(y_shard), one_hot(y_test)
 
@@ -176,6 +170,12 @@ def main(argv=None) -> int:
         precision = dev.resolve_precision(device, args.precision_mode)
     except dev.DeviceError as exc:
         return fail(exc)
+    out = Path(args.output_path).resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return fail(f"{out}: cannot create output folder ({exc.strerror})")
+    ckpt_root = out / "checkpoints"
     if device == "npu":
         dev.open_npu(args)
     policy = dev.apply_precision(device, precision)

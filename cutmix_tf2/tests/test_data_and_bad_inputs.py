@@ -96,3 +96,12 @@ def test_shell_script_requires_data_path_and_a_known_device(digits):
     assert proc.returncode == 2 and "--data_path" in proc.stderr
     proc = run(["bash", RECIPE / "test" / "train_full_1p.sh", f"--data_path={digits}", "--device=tpu"], timeout=60)
     assert proc.returncode == 2 and "--device" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--over_dump=True", "--profiling=True", "--use_mixlist=True"])
+def test_npu_debugging_flags_are_refused_off_npu(flag, noise, tmp_path, capsys):
+    import train
+    rc = train.main([f"--data_dir={noise}", f"--output_path={tmp_path / 'out'}", "--device=cpu", flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and flag.split("=")[0] in err[0] and "no effect on cpu" in err[0]
+    assert not (tmp_path / "out").exists()
