@@ -132,7 +132,10 @@ def main(argv=None):
     # device, distribution, seeds ------------------------------------------------------------------------
     target = resolve_device_target(args.device_target)
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device(target, args.device_id)
+    if args.is_distributed and target != 'Ascend':
+        ms.set_device(target)  # msrun gives each worker its local device
+    else:
+        ms.set_device(target, args.device_id)
     rank, group_size = 0, 1
     if args.is_distributed:
         init()  # HCCL on Ascend (rank table), NCCL on GPU, MindSpore's CPU collectives under msrun
@@ -181,6 +184,11 @@ def main(argv=None):
     def eval_dataset():
         return create_dataset_imagenet(eval_samples, cfg.batch_size, args.train_model, False, args.image_size,
                                        workers=args.workers)
+
+    if group_size > 1:
+        # every rank says what it trains on, so a launcher test can check that the shards differ
+        image, label = next(train_dataset(0)[0].create_tuple_iterator(output_numpy=True))
+        print(f"rank {rank}/{group_size}: first batch sha256 {_digest([image, label])}", flush=True)
 
     # network, loss, optimiser, schedule ------------------------------------------------------------------
     net = SppNet(num_classes, 'train', True, args.train_model, args.image_size, keep_prob=cfg.keep_prob,
@@ -278,6 +286,9 @@ def main(argv=None):
                     writer.add_value('scalar', 'eval_top1', Tensor(np.float32(res['top_1_accuracy'])))
                 writer.record(epoch + 1)
     log(ecb.end_message())
+    if group_size > 1:
+        print(f"rank {rank}/{group_size}: final weights sha256 "
+              f"{_digest([p.asnumpy() for p in net.trainable_params()])}", flush=True)
     if writer is not None:
         writer.close()
 
@@ -302,6 +313,14 @@ def main(argv=None):
                       'best_ckpt': os.path.abspath(ecb.best_path) if ecb.best_epoch else None,
                       'dataset_sink_mode': sink, 'gradients_mean': args.gradients_mean})
     return 0
+
+
+def _digest(arrays):
+    import hashlib
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def _train_state(net, opt):
