@@ -1,4 +1,6 @@
 """Architecture, loss, schedules and config: the pieces that must match the original exactly."""
+import re
+
 import numpy as np
 import pytest
 import mindspore as ms
@@ -109,3 +111,10 @@ class TestConfig:
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(bad) in err and "batchsize" in err
+
+    def test_readme_flag_table_matches_the_parser(self):
+        from src.config import KEYS
+        text = (RECIPE / "README.md").read_text()
+        table = text.split("## Configuration and flags", 1)[1].split("\n## ", 1)[0]
+        documented = set(re.findall(r"^\| `--(\w+)` \|", table, flags=re.M))
+        assert documented == set(KEYS) | {"config_path"}
