@@ -15,8 +15,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -28,7 +28,7 @@ if str(RECIPE_DIR.parent) not in sys.path:
     sys.path.insert(1, str(RECIPE_DIR.parent))
 
 from common.cifar import DatasetError  # noqa: E402
-from common.checkpoint import CheckpointError  # noqa: E402
+from common.checkpoint import CheckpointError, atomic_write, atomic_write_dir  # noqa: E402
 from common.config import ConfigError, parse_args  # noqa: E402
 from src import checkpointing  # noqa: E402
 from src.data import load_arrays, one_hot, shard  # noqa: E402
@@ -222,6 +222,8 @@ def main(argv=None) -> int:
                                      args.eval_static or world > 1, args.train_steps)
     if steps == 0:
         return fail(f"{args.data_dir}: {len(x_train)} training images do not fill one batch of {global_batch}")
+    if (args.eval_static or world > 1) and len(x_test) < global_batch:
+        return fail(f"{args.data_dir}: {len(x_test)} test images do not fill one batch of {global_batch}")
     opts = dict(batch_size=args.batch_size, use_cutmix=not args.no_cutmix,
                 drop_remainder=args.eval_static or world > 1, steps=steps)
     if world > 1:
@@ -266,8 +268,6 @@ def main(argv=None) -> int:
         print(f"rank {rank}/{world}: final weights sha256 {digest}", flush=True)
 
     # -- save the trained model (the original never did) and write the record --
-    from common.checkpoint import atomic_write, atomic_write_dir
-    import shutil
     # under MultiWorkerMirroredStrategy every worker must save, in the same order (saving reads variables
     # through collectives); only the chief's copy is kept
     target = out if is_chief else scratch
@@ -275,7 +275,6 @@ def main(argv=None) -> int:
     atomic_write_dir(target / "saved_model", lambda tmp: model.save(tmp, save_format="tf", include_optimizer=False))
     if not is_chief:
         shutil.rmtree(scratch, ignore_errors=True)
-    if not is_chief:
         return 0
     suffix = "" if not args.perf else ("_static_eval" if args.eval_static else "_dynamic_eval")
     case = case_name(NETWORK, args.batch_size, world, args.perf, suffix)
