@@ -65,7 +65,8 @@ def main(argv=None):
 
     samples, classes = load_split(args.data_path, 'val', args.vet_images, args.skip_bad_images)
     if len(classes) > num_classes:
-        raise ImageFolderError(f"{args.data_path}: {len(classes)} class folders but the model has {num_classes} outputs")
+        raise ImageFolderError(f"{args.data_path}: {len(classes)} class folders but the model has "
+                               f"{num_classes} outputs")
     net = SppNet(num_classes, 'test', True, args.test_model, image_size)
     load_into(net, params, args.ckpt_path, f'{args.test_model} at image size {image_size}')
     net.set_train(False)

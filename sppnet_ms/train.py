@@ -79,7 +79,8 @@ def build_parser():
     p.add_argument('--resume', default=None, help="checkpoint to resume from, or 'auto' (newest valid in --ckpt_path)")
     p.add_argument('--keep_checkpoint_max', type=positive_int, default=2, help='epoch checkpoints kept for resume')
     p.add_argument('--eval_interval', type=positive_int, default=1, help='evaluate every N epochs (and the last)')
-    p.add_argument('--skip_bad_images', action='store_true', help='skip (and list) unreadable images instead of stopping')
+    p.add_argument('--skip_bad_images', action='store_true',
+                   help='skip (and list) unreadable images instead of stopping')
     p.add_argument('--vet_images', type=str2bool, default=True,
                    help='decode every image once before training to find bad files early')
     p.add_argument('--workers', type=positive_int, default=None, help='data pipeline threads')
@@ -265,7 +266,8 @@ def main(argv=None):
         log(f"epoch: {epoch + 1} step: {steps_per_epoch}, loss is {last_loss:.6f}")
         log(f"epoch time: {train_time * 1000:.3f} ms, per step time: {train_time * 1000 / steps_per_epoch:.3f} ms")
         # the multi-size model is evaluated only after its 224 epochs, as the original
-        evaluated = args.run_eval and size == sizes[0] and ((epoch + 1) % args.eval_interval == 0 or epoch + 1 == cfg.epoch_size)
+        due = (epoch + 1) % args.eval_interval == 0 or epoch + 1 == cfg.epoch_size
+        evaluated = args.run_eval and size == sizes[0] and due
         res = ecb.run(epoch + 1) if evaluated else None
         last_res = res or last_res
         if primary:
@@ -308,7 +310,8 @@ def main(argv=None):
                extra={'train_model': args.train_model, 'image_size': args.image_size, 'amp_level': amp_level,
                       'num_classes': num_classes, 'best_top1': ecb.best['top_1_accuracy'],
                       'best_top5': ecb.best['top_5_accuracy'], 'best_epoch': ecb.best_epoch,
-                      'last_eval': last_res, 'compile_seconds': round(meter.warmup_seconds + monitor.compile_seconds, 3),
+                      'last_eval': last_res,
+                      'compile_seconds': round(meter.warmup_seconds + monitor.compile_seconds, 3),
                       'steps_per_epoch': steps_per_epoch, 'start_epoch': start_epoch,
                       'best_ckpt': os.path.abspath(ecb.best_path) if ecb.best_epoch else None,
                       'dataset_sink_mode': sink, 'gradients_mean': args.gradients_mean})

@@ -78,7 +78,8 @@ def min_image_size(train_model):
 class SppNet(nn.Cell):
     """``train_model`` zfnet | sppnet_single | sppnet_mult; ``phase`` 'train' | 'test' (no dropout).
 
-    ``init`` is 'normal' (the original's N(0, 0.01)) or 'he'. ``keep_prob`` overrides the model's dropout keep probability (0.65 / 0.59 / 0.58).
+    ``init`` is 'normal' (the original's N(0, 0.01)) or 'he'. ``keep_prob`` overrides the model's dropout keep
+    probability (0.65 / 0.59 / 0.58).
 
     ZFNet flattens a fixed-size map, so its first FC layer depends on ``image_size`` (9216 inputs at 224);
     the SPP models take any input of at least ``min_image_size`` and always produce 12,800 features.
