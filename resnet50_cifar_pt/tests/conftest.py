@@ -26,7 +26,7 @@ def env():
     return e
 
 
-def run(cmd, timeout=300, **kw):
+def run(cmd, timeout=1800, **kw):
     """Run a command from the recipe directory; returns CompletedProcess with stdout+stderr in .stdout."""
     return subprocess.run([str(c) for c in cmd], cwd=RECIPE, env=env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout, **kw)

@@ -48,7 +48,7 @@ def test_two_servers_on_loopback_train_in_step_on_different_data(digits, tmp_pat
     procs = [subprocess.Popen(_args(digits, outs[i], table, 2, f"--server_index={i}"), cwd=RECIPE, env=e,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
-        logs = [p.communicate(timeout=400)[0] for p in procs]
+        logs = [p.communicate(timeout=1800)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:

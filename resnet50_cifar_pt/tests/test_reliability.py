@@ -39,7 +39,7 @@ def test_sigkill_mid_epoch_then_resume_auto_ends_with_the_same_weights(uninterru
     proc = subprocess.Popen([str(c) for c in train_cmd(tmp_path, *TINY)], cwd=RECIPE, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 240
+        deadline = time.time() + 1200
         while time.time() < deadline and proc.poll() is None:
             # kill once epoch 3 has started: epoch_2.pth is complete and one step of epoch 3 is done
             if (3, 1) in _losses(tmp_path):
