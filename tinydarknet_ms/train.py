@@ -57,11 +57,11 @@ class StepMonitor(Callback):
     def __init__(self, meter, progress, lr, steps_per_epoch):
         super().__init__()
         self.meter, self.progress, self.lr, self.steps_per_epoch = meter, progress, lr, steps_per_epoch
-        self.losses, self.epoch_start, self._last = [], 0.0, 0.0
+        self.losses, self._last = [], 0.0
 
     def on_train_epoch_begin(self, run_context):
         self.losses = []
-        self.epoch_start = self._last = time.perf_counter()
+        self._last = time.perf_counter()
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
@@ -71,7 +71,8 @@ class StepMonitor(Callback):
         out = cb.net_outputs
         loss = float((out[0] if isinstance(out, (tuple, list)) else out).asnumpy())
         if not np.isfinite(loss):
-            raise RuntimeError(f"loss became {loss} at epoch {cb.cur_epoch_num} step {cb.cur_step_num}")
+            fail(f"loss became {loss} at epoch {cb.cur_epoch_num} step {cb.cur_step_num} (lower --lr_init, or "
+                 f"--is_dynamic_loss_scale=True under AMP); the last checkpoint is kept", code=1)
         self.losses.append(loss)
         step_in_epoch = (cb.cur_step_num - 1) % self.steps_per_epoch + 1
         self.progress.update(cb.cur_epoch_num, step_in_epoch, loss, float(self.lr[cb.cur_step_num - 1]))
