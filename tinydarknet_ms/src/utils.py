@@ -47,10 +47,15 @@ def is_distributed():
 def setup_context(device_target, device_id=0, distributed=False):
     """Graph mode on the chosen device; returns (rank, group_size)."""
     ms.set_context(mode=ms.GRAPH_MODE)
-    if device_target == "CPU":
-        ms.set_device("CPU")
-    else:
-        ms.set_device(device_target, device_id)
+    try:
+        if device_target == "CPU":
+            ms.set_device("CPU")
+        else:
+            ms.set_device(device_target, device_id)
+    except (RuntimeError, ValueError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        fail(f"device_target {device_target}: this MindSpore installation cannot use it ({first.strip()[:150]}); "
+             "use --device_target=auto or CPU, or install the MindSpore build for that device")
     if not distributed:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
