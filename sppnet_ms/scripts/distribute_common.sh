@@ -48,7 +48,30 @@ if [ "$target" = Ascend ]; then
   exit $status
 fi
 
-# elsewhere: msrun, which spawns `python` from PATH, so put the environment's interpreter first
+# elsewhere: MindSpore's dynamic cluster. msrun decides whether to start the scheduler by asking whether
+# master_addr is one of this host's addresses, so only the master server runs msrun; another server starts its
+# workers with the same environment msrun would give them (MS_ROLE, MS_SCHED_HOST/PORT, MS_NODE_ID, ...).
+# This also lets two "servers" share one host (loopback tests), where msrun would start a second scheduler.
+if [ "$SERVER_INDEX" != "$MASTER_INDEX" ]; then
+  pids=() i=0
+  for dev in $LOCAL_DEVICE_IDS; do
+    rank=$((RANK_START + i))
+    mkdir -p "$work/train_parallel$rank"
+    (cd "$work/train_parallel$rank" &&
+     MS_ROLE=MS_WORKER MS_WORKER_NUM=$RANK_SIZE MS_SCHED_HOST=$MASTER_ADDR MS_SCHED_PORT=$master_port \
+     MS_TOPO_TIMEOUT=${MZ_CLUSTER_TIMEOUT:-300} MS_NODE_ID=$rank RANK_ID=$rank RANK_SIZE=$RANK_SIZE DEVICE_ID=$i \
+     exec "$MZ_PYTHON" "$recipe_dir/train.py" "${common_flags[@]}" "${extra[@]}" > log 2>&1) &
+    pids+=($!); i=$((i + 1))
+  done
+  status=0
+  for pid in "${pids[@]}"; do
+    wait -n || { status=$?; kill "${pids[@]}" 2>/dev/null; }
+  done
+  [ $status -ne 0 ] && echo "ERROR: distributed job failed on server $SERVER_INDEX (exit $status); logs in $work/train_parallel*/log" >&2
+  exit $status
+fi
+
+# the master server: msrun, which spawns `python` from PATH, so put the environment's interpreter first
 export PATH="$(dirname "$MZ_PYTHON"):$PATH"
 command -v msrun >/dev/null || { echo "ERROR: msrun not found next to $MZ_PYTHON" >&2; exit 2; }
 cd "$work" || exit 2

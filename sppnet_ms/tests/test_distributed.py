@@ -138,3 +138,34 @@ def test_killing_one_rank_ends_the_job_non_zero(noise_imagenet, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_two_servers_on_loopback_train_as_one_job(noise_imagenet, tmp_path):
+    # a two-server table (127.0.0.1 holds rank 0 and the scheduler, 127.0.0.2 rank 1): each "server" runs the
+    # script with its --server_index, as two real hosts would
+    table = tmp_path / 'two_servers.json'
+    table.write_text(json.dumps({'version': '1.0', 'server_count': '2', 'status': 'completed', 'server_list': [
+        {'server_id': f'127.0.0.{i + 1}', 'host_nic_ip': 'reserve',
+         'device': [{'device_id': '0', 'device_ip': '0.0.0.0', 'rank_id': str(i)}]} for i in range(2)]}))
+    procs = []
+    for i in range(2):
+        (tmp_path / f'server{i}').mkdir()
+        procs.append(subprocess.Popen(['bash', str(SCRIPT), str(table), str(noise_imagenet), str(noise_imagenet),
+                                       'zfnet', *FLAGS, '--sink_size=2', f'--server_index={i}', '--master_port=8161'],
+                                      cwd=tmp_path / f'server{i}', env=env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, start_new_session=True))
+    try:
+        outs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert parse_banner(outs[0])['images_per_sec'] > 0
+    digests = {}
+    for i in range(2):
+        text = (tmp_path / f'server{i}' / 'zfnet_train_parallel' / f'train_parallel{i}' / 'log').read_text()
+        digests[i] = (re.search(rf'rank {i}/2: first batch sha256 (\w+)', text).group(1),
+                      re.search(rf'rank {i}/2: final weights sha256 (\w+)', text).group(1))
+    assert digests[0][0] != digests[1][0] and digests[0][1] == digests[1][1]
