@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -25,6 +26,8 @@ from common.cifar import DatasetError  # noqa: E402
 from src.data import load_arrays  # noqa: E402
 
 NAME = "cutmix_resnet20"
+# HDF5 is the original's model format: keep it without tf-keras' "legacy format" warning on every run
+warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
 
 
 def build_parser():

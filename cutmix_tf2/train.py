@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -34,6 +35,8 @@ from src import checkpointing  # noqa: E402
 from src.data import load_arrays, one_hot, shard  # noqa: E402
 
 NETWORK = "cutmix_ID2502_for_TensorFlow2.X"
+# HDF5 is the original's model format: keep it without tf-keras' "legacy format" warning on every run
+warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
 DEFAULT_CONFIG = RECIPE_DIR / "configs" / "cutmix_resnet20_cifar10.json"
 
 
