@@ -39,18 +39,38 @@ def _cmd(noise, tmp_path, *extra):
             *extra]
 
 
-def test_two_ranks_see_different_data_and_end_with_identical_weights(noise, tmp_path):
-    proc = subprocess.run(_cmd(noise, tmp_path, "--train_epochs=1", "--batch_size=8", "--train_steps=2"), cwd=RECIPE, env=env(),
-                          capture_output=True, text=True, timeout=500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    logs = [(tmp_path / "out" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
+def test_two_servers_on_loopback_see_different_data_and_end_with_identical_weights(noise, tmp_path):
+    """A two-node table (127.0.0.1 and 127.0.0.2, one device each): one launcher per "server"."""
+    table = tmp_path / "two_servers.json"
+    table.write_text(json.dumps({**TABLE, "server_count": "2", "server_list": [
+        {"server_id": "127.0.0.1", "host_nic_ip": "reserve",
+         "device": [{"device_id": "0", "device_ip": "192.98.92.10", "rank_id": "0"}]},
+        {"server_id": "127.0.0.2", "host_nic_ip": "reserve",
+         "device": [{"device_id": "0", "device_ip": "192.98.92.11", "rank_id": "1"}]}]}))
+    port = _free_port()
+    procs = [subprocess.Popen(["bash", str(RECIPE / "test" / "train_performance_8p.sh"), f"--data_path={noise}",
+                               f"--rank_table={table}", f"--server_index={i}", f"--output_path={tmp_path / f'node{i}'}",
+                               "--device=cpu", f"--port={port}", "--train_epochs=1", "--batch_size=8",
+                               "--train_steps=2"],
+                              cwd=RECIPE, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=500)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    logs = [(tmp_path / f"node{r}" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
     shards = [re.search(r"shard sha256 (\w+)", t).group(1) for t in logs]
     weights = [re.search(r"final weights sha256 (\w+)", t).group(1) for t in logs]
     assert shards[0] != shards[1] and weights[0] == weights[1]
-    assert parse_banner(proc.stdout)["images_per_sec"] > 0 and "Final result" not in logs[1]
-    record = json.loads((tmp_path / "out" / "cutmix_ID2502_for_TensorFlow2.X_bs8_2p_dynamic_eval_perf.json").read_text())
+    assert parse_banner(outs[0])["images_per_sec"] > 0 and "Final result" not in outs[1]
+    record = json.loads((tmp_path / "node0" / "cutmix_ID2502_for_TensorFlow2.X_bs8_2p_dynamic_eval_perf.json").read_text())
     assert record["rank_size"] == 2 and record["global_batch_size"] == 16 and record["steps"] == 2
-    assert not list((tmp_path / "out").glob(".scratch_rank*"))  # only rank 0 keeps checkpoints
+    assert not list((tmp_path / "node1").glob("*.json"))  # only rank 0 writes records
+    assert not list((tmp_path / "node1").glob(".scratch_rank*"))  # and keeps checkpoints
 
 
 def test_killing_a_rank_ends_the_job_non_zero(noise, tmp_path):
