@@ -28,6 +28,14 @@ class TestAtomicCheckpoint:
         assert p.read_bytes() == b"good"
         assert [f.name for f in tmp_path.iterdir()] == ["ckpt.bin"]  # no temp file left behind
 
+    def test_written_file_gets_normal_permissions_not_owner_only(self, tmp_path):
+        p = checkpoint.atomic_write_text(tmp_path / "record.json", "{}")
+        mask = os.umask(0)
+        os.umask(mask)
+        assert p.stat().st_mode & 0o777 == 0o666 & ~mask
+        d = checkpoint.atomic_write_dir(tmp_path / "saved", lambda t: Path(t, "a").write_text("1"))
+        assert d.stat().st_mode & 0o777 == 0o777 & ~mask
+
     def test_disk_full_is_one_clear_error_and_keeps_last_good(self, tmp_path):
         p = tmp_path / "ckpt.bin"
         checkpoint.atomic_write_bytes(p, b"good")
