@@ -6,6 +6,8 @@ pass), then the 300 test images. Overrides, all through --cfg-options, and why:
   8 x 16; from a zero-initialised residual start it swings the 100-way head for the first hundred steps,
   longer than a test on 2 cores can afford;
 - no horizontal flip: digits are not mirror-symmetric (the flip is a CIFAR augmentation).
+Measured on this machine this budget gives 0.20 top-1 (see README), so this check fails until the budget
+grows to several epochs; the threshold stays at the project's 0.8.
 """
 from __future__ import annotations
 
