@@ -86,15 +86,9 @@ def test_eval_of_a_missing_checkpoint_fails_with_one_line(digits, tmp_path, caps
     assert len(err) == 1 and "none" in err[0]
 
 
-def test_tensorboard_flag_writes_events_or_says_what_is_missing(noise, tmp_path, capsys):
-    import importlib.util
-
+def test_tensorboard_flag_writes_event_files(noise, tmp_path):
+    # tensorboard is in requirements.txt, so the flag must work, not just fail politely
     import train
     rc = train.main([f"--data_dir={noise}", f"--output_path={tmp_path / 'out'}", "--tensorboard", "--device=cpu",
                      "--epochs=1", "--batch_size=32", "--train_steps=1"])
-    if importlib.util.find_spec("tensorboard") is None:
-        err = capsys.readouterr().err.strip().splitlines()
-        assert rc == 2 and len(err) == 1 and "tensorboard package is not installed" in err[0]
-        assert not (tmp_path / "out").exists()
-    else:
-        assert rc == 0 and list((tmp_path / "out" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert rc == 0 and list((tmp_path / "out" / "tensorboard").rglob("events.out.tfevents.*"))
