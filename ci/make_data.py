@@ -107,12 +107,12 @@ def _stamp(*args) -> str:
     return h.hexdigest()[:16]
 
 
-def build(out_root: Path, noise: bool, seed: int, n_train: int, n_test: int, formats, imagenet_size: int = 64) -> Path:
+def build(out_root: Path, noise: bool, seed: int, n_train: int, n_test: int, formats, imagenet_size: int = 64):
+    """Write the dataset to ``out_root``; returns it, or None when an identical build is already there."""
     tag = "noise" if noise else "digits"
     stamp = _stamp(noise, seed, n_train, n_test, formats, imagenet_size)
     if (out_root / ".stamp").is_file() and (out_root / ".stamp").read_text().strip() == stamp:
-        print(f"make_data: {out_root} is up to date")
-        return out_root
+        return None
     # write into a temporary sibling, then swap in: an interrupted build never leaves half a dataset
     out_root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", dir=out_root.parent))
@@ -158,8 +158,10 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else ROOT / "data" / ("noise" if args.noise else "digits")
     if args.imagenet_size < 8 or args.n_train < 1 or args.n_test < 1:
         ap.error("--imagenet_size must be >= 8 and --n_train/--n_test >= 1")
-    build(out, args.noise, args.seed, args.n_train, args.n_test, formats, args.imagenet_size)
-    print(f"make_data: wrote {', '.join(sorted(formats))} to {out}")
+    if build(out, args.noise, args.seed, args.n_train, args.n_test, formats, args.imagenet_size) is None:
+        print(f"make_data: {out} is up to date")
+    else:
+        print(f"make_data: wrote {', '.join(sorted(formats))} to {out}")
     return 0
 
 
