@@ -19,6 +19,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def recipe_args(recipe: str, batch_size: int, **extra):
+    """Put ``<recipe>/`` on sys.path (its modules import as in its own entry points) and parse the common
+    flags ``--data --batch_size --quick`` plus ``extra`` (name -> (type, default))."""
+    import argparse
+    if str(ROOT / recipe) not in sys.path:
+        sys.path.insert(0, str(ROOT / recipe))
+    ap = argparse.ArgumentParser(description=f"bench pieces of {recipe}")
+    ap.add_argument("--data", required=True, help="synthetic data in the recipe's format")
+    ap.add_argument("--batch_size", type=int, default=batch_size)
+    ap.add_argument("--quick", action="store_true", help="fewer timed windows")
+    for name, (typ, default) in extra.items():
+        ap.add_argument(f"--{name}", type=typ, default=default)
+    return ap.parse_args()
+
+
 def timed_windows(step, images_per_step: int, warmup: int = 3, windows: int = 5, steps_per_window: int = 5) -> dict:
     """Run ``step()`` ``warmup`` times untimed, then ``windows`` timed windows; median images/sec."""
     t0 = time.perf_counter()

@@ -1,23 +1,15 @@
 """Bench pieces for cspnet_tf1: bare Session step loop of the recipe's graph, profiler FLOPs, pipeline."""
 from __future__ import annotations
 
-import argparse
-import sys
 
 import numpy as np
 
-from ci.benchlib import ROOT, emit, timed_windows
+from ci.benchlib import emit, recipe_args, timed_windows
 
-RECIPE = ROOT / "cspnet_tf1"
-sys.path.insert(0, str(RECIPE))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    args = recipe_args("cspnet_tf1", 64)
 
     import tensorflow as tf
     tf1 = tf.compat.v1

@@ -1,25 +1,17 @@
 """Bench pieces for cutmix_tf2: bare tf.function Adam step of ResNet-20, profiler FLOPs, tf.data pipeline."""
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-from ci.benchlib import ROOT, emit, timed_windows  # noqa: E402
+from ci.benchlib import emit, recipe_args, timed_windows  # noqa: E402
 
-RECIPE = ROOT / "cutmix_tf2"
-sys.path.insert(0, str(RECIPE))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--batch_size", type=int, default=32)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    args = recipe_args("cutmix_tf2", 32)
 
     import tensorflow as tf
     import tf_keras as keras

@@ -1,22 +1,14 @@
 """Bench pieces for resnet50_cifar_pt: bare SGD step loop of the mmcls model, counted FLOPs, pipeline."""
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from ci.benchlib import ROOT, emit, timed_windows
+from ci.benchlib import emit, recipe_args, timed_windows
 
-RECIPE = ROOT / "resnet50_cifar_pt"
-sys.path.insert(0, str(RECIPE))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--batch_size", type=int, default=16)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    args = recipe_args("resnet50_cifar_pt", 16)
 
     import torch
     import mmcls
@@ -26,7 +18,8 @@ def main() -> None:
     import mmcls_ext  # noqa: F401  registers CIFAR100Local
     from ci.benchlib import torch_util
 
-    cfg = Config.fromfile(str(RECIPE / "configs" / "resnet" / "resnet50_8xb16_cifar100.py"))
+    from ci.benchlib import ROOT
+    cfg = Config.fromfile(str(ROOT / "resnet50_cifar_pt" / "configs" / "resnet" / "resnet50_8xb16_cifar100.py"))
     torch.manual_seed(0)
     model = build_classifier(cfg.model)
     model.init_weights()

@@ -1,24 +1,15 @@
 """Bench pieces for sppnet_ms (ZFNet): bare graph-mode TrainOneStepCell loop, counted FLOPs, data pipeline."""
 from __future__ import annotations
 
-import argparse
-import sys
 
 import numpy as np
 
-from ci.benchlib import ROOT, emit, timed_windows
+from ci.benchlib import emit, recipe_args, timed_windows
 
-RECIPE = ROOT / "sppnet_ms"
-sys.path.insert(0, str(RECIPE))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--batch_size", type=int, default=16)
-    ap.add_argument("--train_model", default="zfnet")
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    args = recipe_args("sppnet_ms", 16, train_model=(str, "zfnet"))
 
     import mindspore as ms
     from mindspore import nn
