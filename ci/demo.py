@@ -4,8 +4,9 @@
 Runs each recipe's own `test/train_full_1p.sh` (the entry point users run) with a short schedule,
 prints every "Final result" banner, then one summary table (model, framework, device, params,
 images/sec, accuracy, duration) and writes `demo_output/summary.md` and `demo_output/curves.png`
-(the recipes' per-epoch curves side by side). A recipe whose directory has no script yet is listed
-as not there. Exits non-zero if any recipe that exists failed.
+(the recipes' per-epoch curves side by side), and copies the table and the PNG to `docs/` where the
+README shows them. A recipe whose directory has no script yet is listed as not there. Exits non-zero
+if any recipe that exists failed.
 """
 from __future__ import annotations
 
@@ -71,8 +72,14 @@ def run(recipe: str, script: str, args) -> dict:
         result["status"] = result["status"] if proc.returncode else "FAILED (no banner)"
         return result
     result.update(banner)
-    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    records = [r for r in records if isinstance(r, dict) and "images_per_sec" in r]
+    records = []
+    for p in sorted(out.glob("*.json")):  # the run record; other JSON there (mmcv's JSON-lines log) is skipped
+        try:
+            r = json.loads(p.read_text())
+        except ValueError:
+            continue
+        if isinstance(r, dict) and "images_per_sec" in r:
+            records.append(r)
     if records:
         rec = records[-1]
         result.update(framework=f"{rec.get('framework', '?')} {rec.get('framework_version', '')}".strip(),
@@ -113,6 +120,12 @@ def main(argv) -> int:
         png = plot_curves([r["csv"] for r in with_csv], OUT / "curves.png", title="make demo: digits data",
                           labels=[r["recipe"] for r in with_csv])
         print(f"demo: curves of {len(with_csv)} recipe(s) in {png}")
+    if not argv:  # a full demo refreshes what the README shows
+        docs = ROOT / "docs"
+        docs.mkdir(exist_ok=True)
+        (docs / "demo_summary.md").write_text(md + "\n")
+        if with_csv:
+            (docs / "demo_curves.png").write_bytes((OUT / "curves.png").read_bytes())
     failed = [r["recipe"] for r in results if r["status"].startswith("FAILED")]
     if failed:
         print(f"demo: failed: {', '.join(failed)}", file=sys.stderr)
