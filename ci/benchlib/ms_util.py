@@ -58,3 +58,33 @@ def forward_flops(net, x) -> int:
             h.remove()
     from ci.benchlib import conv_dense_flops
     return conv_dense_flops(layers) // x.shape[0]
+
+
+def bare_and_pipeline(net, loss, opt, batch_size: int, image_size: int, make_dataset, quick: bool,
+                      steps_per_window: int) -> tuple:
+    """(bare TrainOneStepCell loop, input pipeline) throughput dicts, timed the same way for both recipes.
+
+    The bare loop feeds one fixed random batch; ``make_dataset()`` returns a fresh batched dataset of the
+    recipe's own training pipeline, re-created whenever a pass runs out.
+    """
+    import mindspore as ms
+    from mindspore import nn
+    from ci.benchlib import timed_windows
+    windows = 3 if quick else 5
+    step_cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
+    step_cell.set_train()
+    rs = np.random.RandomState(0)
+    x = ms.Tensor(rs.randn(batch_size, 3, image_size, image_size).astype(np.float32))
+    y = ms.Tensor(rs.randint(0, 1000, batch_size).astype(np.int32))
+    bare = timed_windows(lambda: step_cell(x, y).asnumpy(), batch_size, warmup=2, windows=windows,
+                         steps_per_window=2 if quick else steps_per_window)
+    it = [None]
+
+    def next_batch():
+        try:
+            next(it[0])
+        except (StopIteration, TypeError):
+            it[0] = make_dataset().create_tuple_iterator(num_epochs=1)
+            next(it[0])
+    pipe = timed_windows(next_batch, batch_size, warmup=2, windows=windows, steps_per_window=3)
+    return bare, pipe

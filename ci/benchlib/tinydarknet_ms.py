@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ci.benchlib import emit, recipe_args, timed_windows
+from ci.benchlib import emit, recipe_args
 
 
 
@@ -21,30 +21,13 @@ def main() -> None:
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     ms.set_seed(1)
     bs, size = args.batch_size, args.image_size
-    windows = 3 if args.quick else 5
     net = TinyDarkNet(num_classes=1000)
     flops = 3 * ms_util.forward_flops(net, ms.Tensor(np.zeros((1, 3, size, size), np.float32)))
     loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.1, num_classes=1000)
     opt = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
-    step_cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
-    step_cell.set_train()
-    rs = np.random.RandomState(0)
-    x = ms.Tensor(rs.randn(bs, 3, size, size).astype(np.float32))
-    y = ms.Tensor(rs.randint(0, 1000, bs).astype(np.int32))
-    bare = timed_windows(lambda: step_cell(x, y).asnumpy(), bs, warmup=2, windows=windows,
-                         steps_per_window=2 if args.quick else 4)
-
     samples, _ = load_samples(find_split(args.data, "train"), check=False)
-    it = [None]
-
-    def next_batch():
-        try:
-            next(it[0])
-        except (StopIteration, TypeError):
-            data = create_dataset_imagenet(samples, True, bs, size)
-            it[0] = data.create_tuple_iterator(num_epochs=1)
-            next(it[0])
-    pipe = timed_windows(next_batch, bs, warmup=2, windows=windows, steps_per_window=3)
+    bare, pipe = ms_util.bare_and_pipeline(net, loss, opt, bs, size,
+                                           lambda: create_dataset_imagenet(samples, True, bs, size), args.quick, 4)
 
     emit({"recipe": "tinydarknet_ms", "framework": "mindspore", "framework_version": ms.__version__, "batch_size": bs,
           "image_size": size, "bare": bare, "pipeline": pipe, "flops_per_image_train": flops,
