@@ -20,7 +20,7 @@ def main() -> None:
 
     bs = args.batch_size
     windows = 3 if args.quick else 5
-    tf.random.set_seed(0)
+    keras.utils.set_random_seed(0)
     model = recipe_model.resnet_v1()
     opt = keras.optimizers.Adam()
     loss_fn = keras.losses.CategoricalCrossentropy()
@@ -42,7 +42,9 @@ def main() -> None:
     forward_flops = tf_util.graph_float_ops(concrete.graph)
 
     x_tr, y_tr = recipe_data.load_arrays(args.data)[:2]
-    ds = iter(pipeline.train_dataset(x_tr, recipe_data.one_hot(y_tr), 0, 1000, 42, bs))
+    # as train.py calls it: keyword batch size and the epoch's step count
+    ds = iter(pipeline.train_dataset(x_tr, recipe_data.one_hot(y_tr), 0, 1000, 42, batch_size=bs,
+                                     steps=pipeline.steps_per_epoch(len(x_tr), bs)))
     pipe = timed_windows(lambda: next(ds), bs, warmup=3, windows=windows, steps_per_window=20)
 
     emit({"recipe": "cutmix_tf2", "framework": "tensorflow (tf-keras)", "framework_version":
