@@ -35,27 +35,22 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from common.checkpoint import CheckpointError
-    try:
-        return export(args)
-    except (CheckpointError, FileNotFoundError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        return 2
+    from mmcls_ext.cli import run
+    return run(export, args, (CheckpointError, FileNotFoundError))
 
 
 def export(args) -> int:
     import numpy as np
     import torch
-    from mmcv import Config
     from mmcv.runner import load_checkpoint
     from mmcls.models import build_classifier
 
     import mmcls_ext  # noqa: F401  (weights_only checkpoint loader)
     from common.checkpoint import atomic_write
     from mmcls_ext.checkpoint import safe_load
+    from mmcls_ext.cli import load_config
 
-    if not os.path.isfile(args.config):
-        raise FileNotFoundError(f"{args.config}: config file not found")
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     safe_load(args.checkpoint)
     model = build_classifier(cfg.model)
     load_checkpoint(model, args.checkpoint, map_location="cpu")

@@ -41,16 +41,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from common.checkpoint import CheckpointError
     from common.cifar import DatasetError
+    from mmcls_ext.cli import run
     from mmcls_ext.device import DeviceError
-    try:
-        return evaluate(args)
-    except (DatasetError, CheckpointError, DeviceError, FileNotFoundError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        return 2
+    return run(evaluate, args, (DatasetError, CheckpointError, DeviceError, FileNotFoundError))
 
 
 def evaluate(args) -> int:
-    from mmcv import Config
     from mmcv.runner import load_checkpoint
     from mmcls.apis import single_gpu_test
     from mmcls.datasets import build_dataloader, build_dataset
@@ -60,13 +56,10 @@ def evaluate(args) -> int:
     import mmcls_ext  # noqa: F401  (CIFAR100Local, weights_only checkpoint loader)
     from common.checkpoint import atomic_write_text
     from mmcls_ext.checkpoint import safe_load
+    from mmcls_ext.cli import load_config
     from mmcls_ext.device import resolve_device, set_local_device
 
-    if not os.path.isfile(args.config):
-        raise FileNotFoundError(f"{args.config}: config file not found")
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     if args.data_path:
         cfg.data.test.data_prefix = args.data_path
     device = resolve_device(args.device)

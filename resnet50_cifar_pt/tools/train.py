@@ -85,19 +85,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from common.cifar import DatasetError
     from common.checkpoint import CheckpointError
+    from mmcls_ext.cli import run
     from mmcls_ext.device import DeviceError
-    try:
-        return train(args)
-    except (DatasetError, CheckpointError, DeviceError, FileNotFoundError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        return 2
+    return run(train, args, (DatasetError, CheckpointError, DeviceError, FileNotFoundError))
 
 
 def train(args) -> int:
     import mmcv
     import torch
     import torch.distributed as dist
-    from mmcv import Config
     from mmcv.runner import DistSamplerSeedHook, build_optimizer, build_runner
     from mmcls import __version__ as mmcls_version
     from mmcls.apis import init_random_seed, set_random_seed
@@ -111,15 +107,12 @@ def train(args) -> int:
     from common.throughput import ThroughputMeter
     from mmcls_ext import hooks
     from mmcls_ext.checkpoint import find_resume
+    from mmcls_ext.cli import load_config
     from mmcls_ext.device import dist_backend, resolve_device, set_local_device
     from mmcls_ext.parallel import wrap_model
 
     # -- config ---------------------------------------------------------------------------------
-    if not os.path.isfile(args.config):
-        raise FileNotFoundError(f"{args.config}: config file not found")
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     if args.data_path:
         for split in ("train", "val", "test"):
             cfg.data[split].data_prefix = args.data_path
