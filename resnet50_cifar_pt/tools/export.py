@@ -9,7 +9,6 @@ and returns class probabilities (``probs``, softmax over the 100 classes), like 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
