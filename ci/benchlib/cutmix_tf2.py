@@ -20,6 +20,14 @@ def main() -> None:
 
     bs = args.batch_size
     windows = 3 if args.quick else 5
+    # the input pipeline first: tracing the step and the profiler's graph below leave TF in a state where
+    # Dataset.shuffle(seed=<tensor>) raises OperatorNotAllowedInGraphError
+    x_tr, y_tr = recipe_data.load_arrays(args.data)[:2]
+    # as train.py calls it: keyword batch size and the epoch's step count
+    ds = iter(pipeline.train_dataset(x_tr, recipe_data.one_hot(y_tr), 0, 1000, 42, batch_size=bs,
+                                     steps=pipeline.steps_per_epoch(len(x_tr), bs)))
+    pipe = timed_windows(lambda: next(ds), bs, warmup=3, windows=windows, steps_per_window=20)
+
     keras.utils.set_random_seed(0)
     model = recipe_model.resnet_v1()
     opt = keras.optimizers.Adam()
@@ -40,12 +48,6 @@ def main() -> None:
     concrete = tf.function(lambda t: model(t, training=False)).get_concrete_function(
         tf.TensorSpec([1, 32, 32, 3], tf.float32))
     forward_flops = tf_util.graph_float_ops(concrete.graph)
-
-    x_tr, y_tr = recipe_data.load_arrays(args.data)[:2]
-    # as train.py calls it: keyword batch size and the epoch's step count
-    ds = iter(pipeline.train_dataset(x_tr, recipe_data.one_hot(y_tr), 0, 1000, 42, batch_size=bs,
-                                     steps=pipeline.steps_per_epoch(len(x_tr), bs)))
-    pipe = timed_windows(lambda: next(ds), bs, warmup=3, windows=windows, steps_per_window=20)
 
     emit({"recipe": "cutmix_tf2", "framework": "tensorflow (tf-keras)", "framework_version":
           f"{tf.__version__} / tf-keras {keras.__version__}", "batch_size": bs, "bare": bare, "pipeline": pipe,
