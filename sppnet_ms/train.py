@@ -195,6 +195,10 @@ def main(argv=None):
     net = SppNet(num_classes, 'train', True, args.train_model, args.image_size, keep_prob=cfg.keep_prob,
                  init=args.init)
     n_params = count_params(net)
+    # every rank starts from the same seeded weights (DATA_PARALLEL does not broadcast them): printed so that a test
+    # can compare them across ranks and with a one-device run
+    who = f"rank {rank}/{group_size}: " if group_size > 1 else ""
+    print(f"{who}initial weights sha256 {_digest([p.asnumpy() for p in net.trainable_params()])}", flush=True)
     lr = warmup_cosine_annealing_lr(cfg.lr_init, steps_per_epoch, cfg.warmup_epochs, cfg.epoch_size,
                                     cfg.iteration_max, cfg.lr_min)
     opt = nn.Momentum(get_param_groups(net), learning_rate=Tensor(lr), momentum=cfg.momentum,
@@ -264,6 +268,8 @@ def main(argv=None):
         train_time = time.time() - t0
         last_loss = monitor.epoch_loss
         log(f"epoch: {epoch + 1} step: {steps_per_epoch}, loss is {last_loss:.6f}")
+        if group_size > 1:  # the loss above is rank 0's own batch; each rank reports its own
+            print(f"rank {rank}/{group_size}: epoch {epoch + 1} mean loss {last_loss:.7f}", flush=True)
         log(f"epoch time: {train_time * 1000:.3f} ms, per step time: {train_time * 1000 / steps_per_epoch:.3f} ms")
         # the multi-size model is evaluated only after its 224 epochs, as the original
         due = (epoch + 1) % args.eval_interval == 0 or epoch + 1 == cfg.epoch_size

@@ -1,20 +1,22 @@
 """Two ranks on CPU through scripts/run_distribution_ascend.sh and a 2-device rank table (msrun underneath).
 
-Checks: the banner is printed once, both ranks end with identical weights after training on different data, a
-bad rank table fails before anything starts, and killing one rank ends the whole job with a non-zero exit.
+Checks: the banner is printed once, both ranks end with identical weights after training on different data, their
+losses match a 1-device run of the same global batch, a bad rank table fails before anything starts, killing one
+rank ends the whole job with a non-zero exit, and a two-server table runs as one job on loopback addresses.
 """
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from common.banner import parse_banner
 
-from conftest import RECIPE, env, error_lines, run
+from conftest import RECIPE, ROOT, env, error_lines, run
 
 SCRIPT = RECIPE / 'scripts' / 'run_distribution_ascend.sh'
 FLAGS = ['--device=cpu', '--image_size=56', '--batch_size=4', '--run_eval=false', '--vet_images=false',
@@ -31,20 +33,55 @@ def _table(path, n=2, **override):
     return path
 
 
-def _rank_lines(work, kind):
+@pytest.fixture(scope='module')
+def one_global_batch(tmp_path_factory):
+    """8 noise JPEGs: one global batch of 2 x 4 (or 1 x 8), so a 1-device run sees exactly the 2 ranks' data."""
+    out = tmp_path_factory.mktemp('noise8')
+    proc = run([sys.executable, ROOT / 'ci' / 'make_data.py', '--noise', '--out', out, '--n_train', '8',
+                '--n_test', '8', '--formats', 'imagenet'], timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    return out / 'imagenet'
+
+
+# Loss parity between 2 ranks x batch 4 and 1 device x batch 8. Made comparable by construction: the same seed,
+# hence the same initial weights (checked by digest); the training set is one global batch, so every epoch is one
+# step whose global batch is the same 8 images in both runs (the 2 ranks' shards together = the 1-device batch,
+# whatever order the samplers pick); no augmentation and no dropout (both draw per-process random numbers);
+# --init=he so that the logits, hence the loss, depend on the data (N(0, 0.01) gives ~ln 10 for any input).
+# ZFNet has no BatchNorm (LRN is per sample) and DATA_PARALLEL averages the gradients of equal per-rank
+# batches, so every step of the 2-rank job is the 1-device step up to float32 summation order: all three
+# epochs' losses (mean over ranks) must agree closely, not only the first.
+PARITY = ['--image_size=56', '--run_eval=false', '--vet_images=false', '--epoch_size=3', '--augment=false',
+          '--keep_prob=1.0', '--init=he']
+
+
+def _rank_values(work, kind):
+    """{rank: [values]} of the ``rank r/2: <kind> X`` lines in each rank's log."""
     found = {}
     for rank in (0, 1):
         text = (work / f'train_parallel{rank}' / 'log').read_text()
-        m = re.search(rf'rank {rank}/2: {kind} sha256 (\w+)', text)
-        assert m, text[-2000:]
-        found[rank] = m.group(1)
+        found[rank] = re.findall(rf'rank {rank}/2: {kind} (\S+)', text)
+        assert found[rank], text[-2000:]
     return found
 
 
-def test_two_ranks_train_on_different_data_and_end_with_identical_weights(noise_imagenet, tmp_path):
-    proc = run(['bash', SCRIPT, _table(tmp_path / 'rank_table.json'), noise_imagenet, noise_imagenet, 'zfnet',
-                *FLAGS, '--sink_size=2', '--master_port=8141'], cwd=tmp_path, timeout=400)
+def test_two_ranks_train_on_different_data_in_lockstep_and_match_one_device_loss(one_global_batch, tmp_path):
+    data = one_global_batch
+    single = tmp_path / 'single'
+    one_device = subprocess.Popen(
+        [sys.executable, RECIPE / 'train.py', '--train_model=zfnet', f'--train_path={data}', f'--eval_path={data}',
+         '--device_target=CPU', '--batch_size=8', f'--ckpt_path={single}', *PARITY],
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        proc = run(['bash', SCRIPT, _table(tmp_path / 'rank_table.json'), data, data, 'zfnet', '--device=cpu',
+                    '--batch_size=4', *PARITY, '--master_port=8141'], cwd=tmp_path, timeout=400)
+        single_out = one_device.communicate(timeout=300)[0]
+    finally:
+        if one_device.poll() is None:
+            one_device.kill()
+            one_device.wait()
     assert proc.returncode == 0, proc.stdout[-3000:]
+    assert one_device.returncode == 0, single_out[-3000:]
     work = tmp_path / 'zfnet_train_parallel'
     banner = parse_banner(proc.stdout)
     assert banner['images_per_sec'] > 0
@@ -52,10 +89,22 @@ def test_two_ranks_train_on_different_data_and_end_with_identical_weights(noise_
     assert 'Final result' not in (work / 'train_parallel1' / 'log').read_text()
     record = json.loads((work / 'ZFNet_bs4_2p_acc.json').read_text())
     assert record['rank_size'] == 2 and record['global_batch_size'] == 8 and record['gradients_mean'] is True
-    data = _rank_lines(work, 'first batch')
-    weights = _rank_lines(work, 'final weights')
-    assert data[0] != data[1] and weights[0] == weights[1]
-    assert sorted(p.name for p in (work / 'ckpt').iterdir() if p.suffix == '.ckpt') == ['zfnet-1.ckpt']
+    data_digests = _rank_values(work, 'first batch sha256')
+    weights = _rank_values(work, 'final weights sha256')
+    assert data_digests[0] != data_digests[1] and weights[0] == weights[1]
+    assert sorted(p.name for p in (work / 'ckpt').iterdir() if p.suffix == '.ckpt') == ['zfnet-2.ckpt', 'zfnet-3.ckpt']
+
+    # parity with the 1-device run of the same global batch
+    initial = _rank_values(work, 'initial weights sha256')
+    assert initial[0] == initial[1] == re.findall(r'^initial weights sha256 (\S+)', single_out, re.M)
+    losses = _rank_values(work, 'epoch \\d+ mean loss')
+    two_ranks = [(float(a) + float(b)) / 2 for a, b in zip(losses[0], losses[1])]
+    one = [float(x) for x in re.findall(r'^epoch: \d+ step: 1, loss is (\S+)', single_out, re.M)]
+    assert len(one) == len(two_ranks) == 3, single_out[-2000:]
+    assert losses[0] != losses[1]  # the ranks did see different images
+    assert two_ranks[0] == pytest.approx(one[0], abs=1e-5)  # initial weights + the global batch only
+    assert two_ranks[1:] == pytest.approx(one[1:], abs=1e-4)  # after averaged updates: summation order only
+    assert one[0] != pytest.approx(one[2], abs=1e-3)  # the weights did move, so the later steps compare updates
 
 
 @pytest.mark.parametrize('problem', ['duplicate_rank', 'server_count'])
