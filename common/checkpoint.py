@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,6 +16,37 @@ from typing import Callable, Iterable, Optional
 
 class CheckpointError(RuntimeError):
     pass
+
+
+# a writer that fails leaving less than this free ran out of space, whatever it says: frameworks report a
+# full disk in their own words (torch.save: "unexpected pos ...", TensorFlow: ResourceExhaustedError)
+_FULL_BELOW = 1 << 20
+# what an interrupted atomic write leaves: ".<name>.<random>.tmp" (file or folder), plus the staging names
+# frameworks derive from it (MindSpore writes "<tmp>.ckpt" through "<tmp>.tmp")
+_TEMP = re.compile(r"^\..+\.tmp(\.ckpt|\.tmp)?$")
+
+
+def _out_of_space(exc: BaseException, directory: Path) -> bool:
+    seen = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "no space left" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _FULL_BELOW
+
+
+def _save_error(path: Path, exc: BaseException, what: str) -> Optional[CheckpointError]:
+    """The one-line error for a failed save; None for a non-OS error on a disk with room (raised as it is)."""
+    if _out_of_space(exc, path.parent):
+        return CheckpointError(f"{path}: disk full while saving (no space left on device); the previous {what} "
+                               f"was kept")
+    if isinstance(exc, OSError):
+        return CheckpointError(f"{path}: could not save ({exc.strerror or exc})")
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -46,11 +78,13 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except Exception as exc:
+        # judged before the temp file goes: removing it frees the space that shows the disk was full
+        error = _save_error(path, exc, "file")
         _remove(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointError(f"{path}: disk full while saving; the previous file was kept") from exc
-        raise CheckpointError(f"{path}: could not save ({exc.strerror or exc})") from exc
+        if error is None:
+            raise
+        raise error from exc
     except BaseException:
         _remove(tmp)
         raise
@@ -84,11 +118,12 @@ def atomic_write_dir(path, write: Callable[[str], None]) -> Path:
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
+    except Exception as exc:
+        error = _save_error(path, exc, "checkpoint")
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointError(f"{path}: disk full while saving; the previous checkpoint was kept") from exc
-        raise CheckpointError(f"{path}: could not save ({exc.strerror or exc})") from exc
+        if error is None:
+            raise
+        raise error from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -107,6 +142,34 @@ def _remove(p) -> None:
         os.remove(p)
     except OSError:
         pass
+
+
+def remove_stale_temps(directory, log=print) -> list:
+    """Delete the temp files and folders that saves killed mid-write left in ``directory``; returns their paths.
+
+    A SIGKILL skips the writer's clean-up, so each save cut short leaves a checkpoint-sized temp behind. Call
+    this only where no other process can be saving into ``directory``: when a training run resumes, before
+    it trains (never from eval or export, which may run beside a live training run).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for p in sorted(directory.iterdir()):
+        if not _TEMP.match(p.name):
+            continue
+        try:
+            if p.is_dir():
+                size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                shutil.rmtree(p)
+            else:
+                size = p.stat().st_size
+                p.unlink()
+        except OSError:  # gone already (another rank cleaning the same folder) or not ours to remove
+            continue
+        removed.append(p)
+        log(f"resume: removed {p} ({size / 1e6:.1f} MB), left by a save that was interrupted")
+    return removed
 
 
 def latest_valid(candidates: Iterable, is_valid: Callable[[Path], bool], log=print) -> Optional[Path]:

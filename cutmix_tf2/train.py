@@ -29,7 +29,7 @@ if str(RECIPE_DIR.parent) not in sys.path:
     sys.path.insert(1, str(RECIPE_DIR.parent))
 
 from common.cifar import DatasetError  # noqa: E402
-from common.checkpoint import CheckpointError, atomic_write, atomic_write_dir  # noqa: E402
+from common.checkpoint import CheckpointError, atomic_write, atomic_write_dir, remove_stale_temps  # noqa: E402
 from common.config import ConfigError, parse_args  # noqa: E402
 from src import checkpointing  # noqa: E402
 from src.data import load_arrays, one_hot, shard  # noqa: E402
@@ -207,6 +207,8 @@ def main(argv=None) -> int:
     first_epoch = 0
     if args.resume:
         try:
+            if args.resume == "auto":
+                remove_stale_temps(ckpt_root, log=say)  # what saves cut short by a kill left behind
             ckpt = checkpointing.find_latest(ckpt_root, log=say) if args.resume == "auto" else Path(args.resume)
             if ckpt is None:
                 say(f"resume: no valid checkpoint in {ckpt_root}; starting from scratch")
@@ -258,7 +260,8 @@ def main(argv=None) -> int:
                                         keep=args.keep_checkpoints)]
     if is_chief:
         callbacks += [SummaryWriter(out, timer, resume=first_epoch > 0),
-                      ProgressLogger(steps * (args.epochs - first_epoch), global_batch, args.log_steps)]
+                      ProgressLogger(steps * (args.epochs - first_epoch), global_batch, args.log_steps,
+                                     replicas=strategy.num_replicas_in_sync)]
         if args.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
 
@@ -293,4 +296,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CheckpointError as exc:  # a save failed mid-run (a full disk): one line; the last checkpoint stays
+        sys.exit(fail(exc))

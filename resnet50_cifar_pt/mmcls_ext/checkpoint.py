@@ -18,7 +18,7 @@ import torch
 from mmcv.parallel import is_module_wrapper
 from mmcv.runner.checkpoint import CheckpointLoader, get_state_dict, weights_to_cpu
 
-from common.checkpoint import CheckpointError, atomic_write
+from common.checkpoint import CheckpointError, atomic_write, remove_stale_temps
 
 EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pth$")
 
@@ -76,10 +76,13 @@ def is_valid(path) -> bool:
 
 
 def find_resume(work_dir, log=print):
-    """Newest readable ``epoch_N.pth`` in ``work_dir`` (corrupt ones are reported and skipped), or None."""
+    """Newest readable ``epoch_N.pth`` in ``work_dir`` (corrupt ones are reported and skipped), or None.
+
+    For train.py's --resume auto only: it also deletes the temp files of saves a kill interrupted."""
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return None
+    remove_stale_temps(work_dir, log=log)
     found = [p for p in work_dir.iterdir() if EPOCH_FILE.match(p.name)]
     # by epoch number, not mtime: copying a work dir resets mtimes
     found.sort(key=lambda p: int(EPOCH_FILE.match(p.name).group(1)), reverse=True)

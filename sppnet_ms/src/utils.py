@@ -6,7 +6,7 @@ import re
 
 import mindspore as ms
 
-from common.checkpoint import CheckpointError, atomic_write, latest_valid
+from common.checkpoint import CheckpointError, atomic_write, latest_valid, remove_stale_temps
 
 TARGETS = {'ascend': 'Ascend', 'npu': 'Ascend', 'gpu': 'GPU', 'cuda': 'GPU', 'cpu': 'CPU'}
 
@@ -44,8 +44,14 @@ def save_ckpt(path, params, meta=None):
     """Write ``params`` (a Cell or a list of {'name', 'data'}) plus ``meta`` to ``path`` atomically."""
     def _write(tmp):
         # MindSpore appends '.ckpt' to names without it, so save beside the temp name and move it over
-        ms.save_checkpoint(params, tmp + '.ckpt', append_dict=meta or None)
-        os.replace(tmp + '.ckpt', tmp)
+        try:
+            ms.save_checkpoint(params, tmp + '.ckpt', append_dict=meta or None)
+            os.replace(tmp + '.ckpt', tmp)
+        finally:
+            # a failed save (a full disk) leaves MindSpore's staging files; atomic_write removes only tmp
+            for leftover in (tmp + '.ckpt', tmp + '.tmp'):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
     return atomic_write(path, _write)
 
 
@@ -95,7 +101,10 @@ def epoch_checkpoints(ckpt_dir, prefix):
 
 
 def find_resume(ckpt_dir, prefix, log=print):
-    """Newest epoch checkpoint that loads; corrupt ones are reported and skipped."""
+    """Newest epoch checkpoint that loads; corrupt ones are reported and skipped (train.py's --resume auto only:
+    it also deletes the temp files of saves a kill interrupted)."""
+    remove_stale_temps(ckpt_dir, log=log)
+
     def _ok(path):
         load_ckpt(str(path))
         return True

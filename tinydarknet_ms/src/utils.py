@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mindspore as ms
 
-from common.checkpoint import CheckpointError, atomic_write, latest_valid
+from common.checkpoint import CheckpointError, atomic_write, latest_valid, remove_stale_temps
 
 AMP_BY_DEVICE = {"Ascend": "O3", "GPU": "O2", "CPU": "O0"}  # the original's Model(amp_level=...) per device
 
@@ -130,7 +130,9 @@ def read_checkpoint(path):
 
 
 def find_resume(directory, prefix, log=print):
-    """Newest checkpoint in ``directory`` that loads; corrupt ones are reported and skipped."""
+    """Newest checkpoint in ``directory`` that loads; corrupt ones are reported and skipped (train.py's --resume
+    auto only: it also deletes the temp files of saves a kill interrupted)."""
+    remove_stale_temps(directory, log=log)
     cands = glob.glob(os.path.join(directory, f"{prefix}-*.ckpt"))
 
     def _ok(p):
