@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from common.checkpoint import CheckpointError, atomic_write_dir, atomic_write_text, latest_valid
+from common.checkpoint import CheckpointError, atomic_write_dir, atomic_write_text, latest_valid, remove_stale_temps
 
 CKPT_NAME = "cspdarknet53.ckpt"
 KEEP = 2
@@ -75,6 +75,8 @@ def find_resume(spec, out, log=print):
     """Resume point for ``--resume``: 'auto', a step folder, or any Saver prefix. None when auto finds nothing."""
     if spec == "auto":
         root = Path(out) / "ckpt"
+        for folder in (root, Path(out)):  # temp folders and links of saves that a kill cut short
+            remove_stale_temps(folder, log=log)
         folders = [p for p in root.iterdir() if _STEP_DIR.match(p.name)] if root.is_dir() else []
         best = latest_valid(folders, lambda f: bool(_load_state(f)), log=log)
         if best is None:
