@@ -95,19 +95,26 @@ class SummaryWriter(keras.callbacks.Callback):
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """common.progress: a live line on a terminal, a plain line every ``every`` steps in a log file."""
+    """common.progress: a live line on a terminal, a plain line every ``every`` steps in a log file.
 
-    def __init__(self, total_steps, batch_size, every):
+    Under MultiWorkerMirroredStrategy tf-keras sums the per-replica values of the step logs (its "auto"
+    reduction), so the loss there is ``replicas`` times the global mean (equal per-replica batches); it is
+    divided back here. The epoch-end logs are the metrics' own cross-replica means and need nothing.
+    """
+
+    def __init__(self, total_steps, batch_size, every, replicas=1):
         super().__init__()
         self.progress = Progress(total_steps, batch_size, every=every)
         self.epoch = 0
+        self.replicas = replicas
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
         lr = _f(keras.backend.get_value(self.model.optimizer.learning_rate))
-        self.progress.update(self.epoch, batch + 1, _f((logs or {}).get("loss", float("nan"))), lr)
+        loss = _f((logs or {}).get("loss", float("nan")))
+        self.progress.update(self.epoch, batch + 1, loss / self.replicas, lr)
 
     def on_epoch_end(self, epoch, logs=None):
         self.progress.end_epoch()
