@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -30,18 +31,38 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench_output"
 sys.path.insert(0, str(ROOT))
 
-# recipe -> environment, dataset format, synthetic data size, perf script arguments
+# recipe -> environment, dataset format, synthetic data size, perf script arguments, and "before": the
+# settings each optimisation replaced, re-run in the same bench run so that every change has its before/after
 RECIPES = {
-    "cspnet_tf1": {"env": "tf", "format": "cifar10", "n_train": 64 * 24, "args": ["--train_epochs=2", "--batch_size=64"]},
-    "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"]},
-    "resnet50_cifar_pt": {"env": "torch", "format": "cifar100", "n_train": 16 * 40, "args": ["--train_epochs=1", "--batch_size=16"]},
-    "sppnet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 16 * 8, "args": ["--train_epochs=2", "--batch_size=16"]},
-    "tinydarknet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 32 * 12, "args": ["--train_epochs=2", "--batch_size=32"]},
+    "cspnet_tf1": {"env": "tf", "format": "cifar10", "n_train": 64 * 24, "args": ["--train_epochs=2", "--batch_size=64"],
+                   "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
+                               {"TF_ENABLE_ONEDNN_OPTS": "0"}, [])]},
+    "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"],
+                   "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
+                               {"TF_ENABLE_ONEDNN_OPTS": "0"}, [])]},
+    "resnet50_cifar_pt": {"env": "torch", "format": "cifar100", "n_train": 16 * 40,
+                          "args": ["--train_epochs=1", "--batch_size=16"], "before": []},
+    "sppnet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 16 * 8, "args": ["--train_epochs=2", "--batch_size=16"],
+                  "before": []},
+    "tinydarknet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 32 * 12,
+                       "args": ["--train_epochs=2", "--batch_size=32"], "before": []},
+}
+# what the originals report on their accelerators (shared/reference/originals.md), as images/sec per card
+ORIGINAL_GPU = {
+    "cspnet_tf1": (1245.0, "1,245 img/s (GPU, batch 64)"),
+    "resnet50_cifar_pt": (390.0, "390 img/s at batch 16 per card (4,196 at batch 512)"),
+    "sppnet_ms": (256 / 0.087, "~87 ms/step at batch 256 on an RTX 3090"),
+    "tinydarknet_ms": (128 / 0.104, "104 ms/step at batch 128 per card"),
 }
 MAXRSS_WRAPPER = ("import resource,subprocess,sys\n"
                   "rc=subprocess.call(sys.argv[1:])\n"
                   "print('BENCH_MAXRSS_KB:%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
                   "sys.exit(rc)")
+
+
+def shown(cmd) -> str:
+    """A command as a user would type it from the repository root (no path of this machine)."""
+    return " ".join(shlex.quote(str(c).replace(str(ROOT) + os.sep, "")) for c in cmd)
 
 
 def synthetic_data(fmt: str, n_train: int) -> Path:
@@ -52,16 +73,21 @@ def synthetic_data(fmt: str, n_train: int) -> Path:
     return out
 
 
-def run_recipe(name: str, spec: dict, data: Path) -> dict:
-    out = OUT / name / "recipe_run"
+def run_recipe(name: str, spec: dict, data: Path, device: str, tag: str = "recipe_run", env_over=None,
+               extra=()) -> dict:
+    """The recipe's own perf script; ``env_over``/``extra`` reproduce a setting an optimisation replaced."""
+    out = OUT / name / tag
+    shutil.rmtree(out, ignore_errors=True)  # a stale run record must never be read as this run's
     script = ROOT / name / "test" / "train_performance_1p.sh"
     cmd = [sys.executable, "-c", MAXRSS_WRAPPER, "bash", str(script), f"--data_path={data}",
-           f"--output_path={out}", "--device=cpu", *spec["args"]]
+           f"--output_path={out}", f"--device={device}", *spec["args"], *extra]
+    env = {**os.environ, **(env_over or {})}
     t0 = time.time()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     (OUT / name).mkdir(parents=True, exist_ok=True)
-    (OUT / name / "recipe_run.log").write_text(proc.stdout)
-    res = {"command": " ".join(shlex.quote(c) for c in cmd[3:]), "wall_seconds": round(time.time() - t0, 1)}
+    (OUT / name / f"{tag}.log").write_text(proc.stdout)
+    prefix = "".join(f"{k}={v} " for k, v in (env_over or {}).items())
+    res = {"command": prefix + shown(cmd[3:]), "wall_seconds": round(time.time() - t0, 1)}
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_MAXRSS_KB:"):
             res["peak_rss_mb"] = round(int(line.split(":")[1]) / 1024, 1)
@@ -87,10 +113,13 @@ def run_bare(name: str, spec: dict, data: Path, quick: bool) -> dict:
     if quick:
         cmd.append("--quick")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if spec["env"] == "tf":
+        # both TF recipes' train.py turn oneDNN on; the bare loop must run the same kernels
+        env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     (OUT / name).mkdir(parents=True, exist_ok=True)
     (OUT / name / "bare.log").write_text(proc.stdout)
-    res = {"command": " ".join(shlex.quote(c) for c in cmd[3:])}
+    res = {"command": shown(cmd[3:])}
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_JSON:"):
             res.update(json.loads(line[len("BENCH_JSON:"):]))
@@ -122,10 +151,35 @@ def fmt(v, spec="{:.1f}"):
     return "-" if v is None else spec.format(v)
 
 
-def markdown(results: dict, started: str) -> str:
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def optimisation_rows(results: dict) -> list:
+    """One row per optimisation: the recipe with the setting it replaced (before) vs today's default (after)."""
+    rows = []
+    for name, res in results.items():
+        after = res["recipe"].get("images_per_sec")
+        for opt in res.get("optimisations", []):
+            before = opt["before"].get("images_per_sec")
+            gain = after / before if after and before else None
+            rows.append(f"| {name} | {opt['change']} | {fmt(before)} | {fmt(after)} | {fmt(gain, '{:.2f}x')} | "
+                        f"`{opt['before'].get('command', '-')}`" + (f" (error: {opt['before']['error']})"
+                                                                     if opt["before"].get("error") else "") + " |")
+    return rows
+
+
+def markdown(results: dict, started: str, device: str = "cpu") -> str:
     lines = ["# Benchmarks", "",
-             f"Produced by `make bench` (`python ci/bench.py`) on {started}; machine: {platform.machine()}, "
-             f"{os.cpu_count()} CPU cores, Python {platform.python_version()}. Every figure below comes from that run.",
+             f"Produced by `make bench` (`python ci/bench.py{' --device gpu' if device == 'gpu' else ''}`) on {started}; "
+             f"machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores, Python "
+             f"{platform.python_version()}, recipes on {device}. Every figure below comes from that run.",
              "Method: DESIGN.md section 9 and the docstring of `ci/bench.py`. images/sec are steady-state medians of "
              "timed windows (warm-up / compilation excluded and listed apart). MFU = counted FLOPs per training "
              "image x images/sec / dense fp32 matmul FLOP/s measured in the same framework in the same run.", ""]
@@ -143,6 +197,21 @@ def markdown(results: dict, started: str) -> str:
             fmt(d.get("mfu_recipe"), "{:.1%}"), fmt(r.get("warmup_seconds")),
             fmt(max(r.get("peak_rss_mb") or 0, b.get("peak_rss_mb") or 0) or None)]) + " |")
     lines.append("")
+    rows = optimisation_rows(results)
+    if rows:
+        lines += ["## Optimisations, before and after (same run)", "",
+                  "Each row re-runs the recipe's perf script with the setting an optimisation replaced.", "",
+                  "| recipe | change | before img/s | after img/s | speed-up | before command |", "|---|---|---|---|---|---|",
+                  *rows, ""]
+    if device == "gpu":
+        lines += ["## Against the originals' reported figures", "", "| recipe | ours img/s | original | ours / original |",
+                  "|---|---|---|---|"]
+        for name, res in results.items():
+            ref = ORIGINAL_GPU.get(name)
+            ours = res["recipe"].get("images_per_sec")
+            if ref:
+                lines.append(f"| {name} | {fmt(ours)} | {ref[1]} | {fmt(ours and ours / ref[0], '{:.2f}x')} |")
+        lines.append("")
     for name, res in results.items():
         r, b = res["recipe"], res["bare"]
         lines += [f"## {name}", "",
@@ -167,6 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("recipes", nargs="*", default=list(RECIPES))
     ap.add_argument("--quick", action="store_true", help="fewer timed windows (smoke test of the harness)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                    help="device of the recipe runs; gpu adds the originals' reported figures beside ours")
     args = ap.parse_args(argv)
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:
@@ -178,12 +249,16 @@ def main(argv=None) -> int:
         spec = RECIPES[name]
         print(f"=== bench {name}", flush=True)
         data = synthetic_data(spec["format"], spec["n_train"])
-        recipe = run_recipe(name, spec, data)
+        recipe = run_recipe(name, spec, data, args.device)
         bare = run_bare(name, spec, data, args.quick)
-        results[name] = {"recipe": recipe, "bare": bare, "derived": derive(recipe, bare)}
+        before = []
+        for i, (label, env_over, extra) in enumerate(spec["before"]):
+            b = run_recipe(name, spec, data, args.device, f"before_{i}", env_over, extra)
+            before.append({"change": label, "before": b})
+        results[name] = {"recipe": recipe, "bare": bare, "derived": derive(recipe, bare), "optimisations": before}
         print(json.dumps(results[name]["derived"]), recipe.get("error", ""), bare.get("error", ""), flush=True)
     (OUT / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = markdown(results, started)
+    md = markdown(results, started, args.device)
     Path(args.out).write_text(md + "\n")
     print(md)
     return 1 if any(r["recipe"].get("error") or r["bare"].get("error") for r in results.values()) else 0

@@ -22,6 +22,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN kernels: TensorFlow enables them by default only on Intel CPUs; measured faster on this model
+# (BENCHMARKS.md, before/after rows). TF_ENABLE_ONEDNN_OPTS=0 restores TensorFlow's choice.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 RECIPE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(RECIPE_DIR))

@@ -123,3 +123,16 @@ def test_bench_reports_missing_figures_as_dashes_not_zeros():
     assert d == {}
     md = bench.markdown({"y": {"recipe": {"error": "exit 1: boom"}, "bare": {}, "derived": d}}, "now")
     assert "| y | - | - | - |" in md and "recipe run error: exit 1: boom" in md
+
+
+def test_bench_lists_each_optimisation_with_before_after_and_gpu_comparison():
+    import bench
+    res = {"resnet50_cifar_pt": {"recipe": {"images_per_sec": 30.0}, "bare": {}, "derived": {}, "optimisations": [
+        {"change": "channels-last", "before": {"images_per_sec": 20.0, "command": "bash x.sh"}}]}}
+    md = bench.markdown(res, "now", device="gpu")
+    assert "| resnet50_cifar_pt | channels-last | 20.0 | 30.0 | 1.50x | `bash x.sh` |" in md
+    # 30 img/s against the original's 390 img/s per card at batch 16
+    assert "| resnet50_cifar_pt | 30.0 | 390 img/s at batch 16 per card (4,196 at batch 512) | 0.08x |" in md
+    assert "Against the originals" not in bench.markdown(res, "now", device="cpu")
+    shown = bench.shown([str(bench.ROOT / "ci" / "x.py"), f"--data={bench.ROOT}/data"])
+    assert shown == "ci/x.py --data=data"  # commands as typed from the repository root
