@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""Repeated SIGKILL + ``--resume auto`` trials: does a killed run end with the weights of an uninterrupted one?
+
+    python ci/kill_trials.py [recipe ...] [--trials 10] [--seed 0] [--out bench_output/kill_trials.json]
+
+Per recipe: one uninterrupted reference run, then N trials. A trial starts the same run and SIGKILLs its
+process group at a random point after the first checkpoint exists: either a random global step plus a random
+part of a step, or while a checkpoint save is in flight (a temp file of the writer exists). It restarts the run
+with ``--resume auto`` (some trials kill the resumed run a second time, then resume again), lets it finish and
+compares the final checkpoint tensor by tensor with the reference's. Counted per kill: the step resumed from
+against the newest complete checkpoint on disk, steps redone beyond one checkpoint interval, whether a save was
+cut, and temp files left behind. Writes ``--out`` (JSON) and the same name with ``.md`` (the table).
+
+The runs are the recipes' own reliability-test settings (tiny batches, a few steps per epoch, one checkpoint
+per epoch); each needs its framework environment in ``.envs/``. Not part of ``make test``: a measured result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from common.checkpoint import atomic_write_text  # noqa: E402
+
+TEMP = re.compile(r"^\..*(\.tmp|\.old-\d+)")  # the shared atomic writer's temp names (and MindSpore's staging)
+
+
+@dataclass
+class Recipe:
+    """How to run one recipe and read its progress. ``{data}``/``{out}`` in ``args`` are filled per run."""
+    env: str                    # .envs/<env>
+    folder: str                 # cwd, relative to the repository root
+    data: tuple                 # ("noise", format, n_train, n_test) | ("digits",) | ("digits_train_only",) | ()
+    args: list
+    resume: list                # added for a resumed run
+    steps_per_epoch: int
+    epochs: int
+    step_re: str                # a logged step: group g (global step) or e + s (epoch from 1, step in epoch)
+    resume_re: str              # the resume message: group g (global step) or e (epochs done)
+    ckpt_glob: str              # complete checkpoints, relative to out
+    ckpt_re: str                # group 1 of the name: the global step (ckpt_unit 1) or the epoch (ckpt_unit spe)
+    ckpt_per_epoch: bool
+    final: str                  # the checkpoint compared with the reference, relative to out
+    loader: str                 # tf | torch | mindspore | json (how --compare reads it)
+    rtol: float = 0.0
+    atol: float = 0.0
+    save_marker: str = ""       # a temp name containing this belongs to a checkpoint save
+    python: str = ""            # interpreter (default .envs/<env>/bin/python)
+    script: list = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def interpreter(self) -> str:
+        return self.python or str(ROOT / ".envs" / self.env / "bin" / "python")
+
+    def command(self, data, out, resume=False) -> list:
+        fill = lambda a: a.replace("{data}", str(data)).replace("{out}", str(out))  # noqa: E731
+        return [self.interpreter(), *self.script, *map(fill, self.args), *(self.resume if resume else [])]
+
+    def global_step(self, line: str):
+        m = re.search(self.step_re, line)
+        if not m:
+            return None
+        d = m.groupdict()
+        return int(d["g"]) if d.get("g") else (int(d["e"]) - 1) * self.steps_per_epoch + int(d["s"])
+
+    def resumed_step(self, text: str):
+        """Global step the run says it resumed from; 0 when it started from scratch, None when it said nothing."""
+        m = re.search(self.resume_re, text)
+        if not m:
+            return 0 if re.search(r"no (valid|readable) checkpoint", text) else None
+        d = m.groupdict()
+        return int(d["g"]) if d.get("g") else int(d["e"]) * self.steps_per_epoch
+
+    def checkpoints(self, out) -> list:
+        """Global steps of the complete checkpoints in ``out``, ascending."""
+        steps = []
+        for p in Path(out).glob(self.ckpt_glob):
+            m = re.search(self.ckpt_re, p.name)
+            if m:
+                steps.append(int(m.group(1)) * (self.steps_per_epoch if self.ckpt_per_epoch else 1))
+        return sorted(steps)
+
+
+_EPOCH_STEP = r"^epoch (?P<e>\d+) step (?P<s>\d+) \["
+RECIPES = {
+    # settings of each recipe's own SIGKILL test (tests/test_reliability.py or test_resume.py), a little longer
+    "cspnet_tf1": Recipe(
+        env="tf", folder="cspnet_tf1", data=("noise", "cifar10", 48, 32), script=["train.py"],
+        args=["--data_path={data}", "--output_path={out}", "--epochs=4", "--batch_size=16", "--seed=5",
+              "--DISPLAY_STEP=1", "--device=cpu"], resume=["--resume=auto"], steps_per_epoch=3, epochs=4,
+        step_re=r"Step/Batch: (?P<g>\d+) ---", resume_re=r"resume: restored \S+ \(epoch \d+, global step (?P<g>\d+)\)",
+        ckpt_glob="ckpt/step_*", ckpt_re=r"^step_(\d+)$", ckpt_per_epoch=False, final="cspdarknet53.ckpt",
+        loader="tf", save_marker="ckpt"),
+    "cutmix_tf2": Recipe(
+        env="tf", folder="cutmix_tf2", data=("noise", "cifar10", 64, 16), script=["train.py"],
+        args=["--data_dir={data}", "--output_path={out}", "--epochs=3", "--eval_static=False", "--perf",
+              "--batch_size=8", "--log_steps=1", "--device=cpu"], resume=["--resume=auto"], steps_per_epoch=8,
+        epochs=3, step_re=_EPOCH_STEP, resume_re=r"resume: restored \S+ \(epoch (?P<e>\d+) done\)",
+        ckpt_glob="checkpoints/epoch_*", ckpt_re=r"^epoch_(\d+)$", ckpt_per_epoch=True,
+        final="checkpoints/epoch_0003/ckpt", loader="tf", atol=1e-6, save_marker="epoch_"),
+    "resnet50_cifar_pt": Recipe(
+        env="torch", folder="resnet50_cifar_pt", data=("digits",),
+        script=["tools/train.py", "configs/resnet/resnet50_8xb16_cifar100_perf.py"],
+        args=["--work-dir", "{out}", "--data-path", "{data}", "--device", "cpu", "--seed", "3", "--no-validate",
+              "--train-steps", "2", "--cfg-options", "data.samples_per_gpu=4", "data.workers_per_gpu=0",
+              "runner.max_epochs=3"], resume=["--resume", "auto"], steps_per_epoch=2, epochs=3,
+        step_re=r"Epoch \[(?P<e>\d+)\]\[(?P<s>\d+)/\d+\]", resume_re=r"resumed from \S+: epoch \d+, iter (?P<g>\d+)",
+        ckpt_glob="epoch_*.pth", ckpt_re=r"^epoch_(\d+)\.pth$", ckpt_per_epoch=True, final="epoch_3.pth",
+        loader="torch", atol=1e-6, save_marker=".pth"),
+    "sppnet_ms": Recipe(
+        env="mindspore", folder="sppnet_ms", data=("noise", "imagenet", 40, 12), script=["train.py"],
+        args=["--train_path={data}", "--eval_path={data}", "--ckpt_path={out}", "--train_model=zfnet",
+              "--image_size=56", "--batch_size=4", "--sink_size=3", "--epoch_size=4", "--keep_prob=1",
+              "--run_eval=false", "--keep_checkpoint_max=5", "--device_target=CPU", "--seed=7"],
+        resume=["--resume=auto"], steps_per_epoch=3, epochs=4, step_re=_EPOCH_STEP,
+        resume_re=r"resume: loaded \S+ \(epoch \d+, step (?P<g>\d+)\)", ckpt_glob="zfnet-*.ckpt",
+        ckpt_re=r"^zfnet-(\d+)\.ckpt$", ckpt_per_epoch=True, final="zfnet-4.ckpt", loader="mindspore",
+        rtol=1e-5, atol=1e-7, save_marker="zfnet-"),
+    "tinydarknet_ms": Recipe(
+        env="mindspore", folder="tinydarknet_ms", data=("digits_train_only",), script=["train.py"],
+        args=["--data_path={data}", "--output_path={out}", "--batch_size=16", "--train_steps=4", "--epoch_size=4",
+              "--save_checkpoint_epochs=1", "--keep_checkpoint_max=2", "--log_every=1", "--device_target=CPU",
+              "--num_classes=10", "--image_size=32", "--num_parallel_workers=1"], resume=["--resume=auto"],
+        steps_per_epoch=4, epochs=4, step_re=_EPOCH_STEP, resume_re=r"resume: continuing from \S+ at epoch (?P<e>\d+)",
+        ckpt_glob="checkpoints/0/train_tinydarknet_imagenet-*.ckpt", ckpt_re=r"-(\d+)_\d+\.ckpt$",
+        ckpt_per_epoch=True, final="checkpoints/0/train_tinydarknet_imagenet-4_4.ckpt", loader="mindspore",
+        atol=1e-6, save_marker="train_tinydarknet"),
+}
+
+
+# -- where to kill ---------------------------------------------------------------------------------------------
+def plan_kill(rng: random.Random, recipe: Recipe, after_step: int, p_save: float):
+    """A kill point later than ``after_step`` (the first checkpoint, or where a resumed run restarted).
+
+    ``{"mode": "save", "step": e * steps_per_epoch}``: during the save after that step (epoch ``e``);
+    ``{"mode": "step", "step": k, "frac": f}``: ``f`` of a step after step ``k`` was logged. None if no step is left.
+    """
+    spe, total = recipe.steps_per_epoch, recipe.total_steps
+    saves = [e * spe for e in range(after_step // spe + 1, recipe.epochs + 1)]
+    if saves and rng.random() < p_save:
+        return {"mode": "save", "step": rng.choice(saves)}
+    steps = list(range(after_step + 1, total))
+    if not steps:
+        return {"mode": "save", "step": saves[-1]} if saves else None
+    return {"mode": "step", "step": rng.choice(steps), "frac": round(rng.random(), 3)}
+
+
+def temps(out) -> list:
+    """Temp files/folders of interrupted atomic writes anywhere under ``out``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(out):
+        found += [os.path.relpath(os.path.join(dirpath, n), out) for n in dirnames + filenames if TEMP.match(n)]
+        dirnames[:] = [d for d in dirnames if not TEMP.match(d)]
+    return sorted(found)
+
+
+# -- one run, watched --------------------------------------------------------------------------------------------
+class LogTail:
+    def __init__(self, path):
+        self.path, self.pos, self.buf = Path(path), 0, ""
+
+    def lines(self):
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.pos)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self.pos += len(chunk)
+        self.buf += chunk.decode("utf-8", "replace")
+        *done, self.buf = self.buf.split("\n")
+        return done
+
+
+def env():
+    e = dict(os.environ)
+    e.update(PYTHONPATH=os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]), PYTHONUNBUFFERED="1",
+             TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", GLOG_v="3", MPLBACKEND="Agg")
+    return e
+
+
+def watched_run(recipe: Recipe, cmd, out, log_path, plan=None, first_kill=False, step_sec=0.0, timeout=1800):
+    """Run ``cmd``; with a ``plan``, SIGKILL its process group there. Returns a dict of what happened."""
+    tail, last, seen = LogTail(log_path), 0, {}
+    temps_before = set(temps(out)) if Path(out).exists() else set()
+    t0 = time.time()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT / recipe.folder, env=env(), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    killed = ckpt_seen = False
+    try:
+        while True:
+            for line in tail.lines():
+                s = recipe.global_step(line)
+                if s is not None:
+                    last = max(last, s)
+                    seen.setdefault(s, time.time() - t0)
+            if proc.poll() is not None:
+                break
+            if time.time() - t0 > timeout:
+                raise TimeoutError(f"{recipe.folder}: run still going after {timeout} s (log {log_path})")
+            # a first kill waits for a checkpoint to have been written (it may be gone again: a bad prune)
+            ckpt_seen = ckpt_seen or not first_kill or bool(recipe.checkpoints(out))
+            armed = plan is not None and last >= plan["step"] and ckpt_seen
+            if armed and plan["mode"] == "step":
+                time.sleep(plan["frac"] * step_sec)
+                killed = _kill(proc)
+                break
+            if armed and plan["mode"] == "save":
+                # the save after this step is running or about to: kill as soon as its temp file shows,
+                # or at once if it already finished (recorded as a save missed)
+                done = plan["step"] in recipe.checkpoints(out)
+                if done or any(recipe.save_marker in t for t in temps(out)):
+                    killed = _kill(proc)
+                    break
+                time.sleep(0.001)
+                continue
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+    for line in tail.lines() + [tail.buf]:
+        s = recipe.global_step(line)
+        if s is not None:
+            last = max(last, s)
+            seen.setdefault(s, time.time() - t0)
+    new_temps = sorted(set(temps(out)) - temps_before)
+    return {"rc": proc.returncode, "killed": killed, "seconds": round(time.time() - t0, 1), "last_step": last,
+            "step_seen_at": seen, "checkpoints": recipe.checkpoints(out), "new_temps": new_temps,
+            "during_save": killed and any(recipe.save_marker in t for t in new_temps),
+            "log": Path(log_path).read_text(errors="replace")}
+
+
+def _kill(proc) -> bool:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return proc.returncode == -signal.SIGKILL
+
+
+def median_step_seconds(seen: dict) -> float:
+    times = [seen[s] for s in sorted(seen)]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    return gaps[len(gaps) // 2] if gaps else 0.0
+
+
+# -- comparing final checkpoints (runs in the recipe's framework environment) -----------------------------------
+def load_tensors(kind, path):
+    import numpy as np
+    if kind == "tf":
+        import tensorflow as tf
+        reader = tf.train.load_checkpoint(str(path))
+        return {n: np.asarray(reader.get_tensor(n)) for n, dt in reader.get_variable_to_dtype_map().items()
+                if dt != tf.string}
+    if kind == "torch":
+        import torch
+        ck = torch.load(str(path), map_location="cpu", weights_only=True)
+        flat = {}
+
+        def walk(prefix, obj):
+            if isinstance(obj, dict):
+                for k, v in obj.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif torch.is_tensor(obj):
+                flat[prefix] = obj.detach().float().numpy() if obj.is_floating_point() else obj.numpy()
+        walk("", {"state_dict": ck["state_dict"], "optimizer": ck.get("optimizer", {}).get("state", {})})
+        return flat
+    if kind == "mindspore":
+        import mindspore as ms
+        return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items() if hasattr(v, "asnumpy")}
+    if kind == "json":
+        return {k: np.asarray(v) for k, v in json.loads(Path(path).read_text()).items()}
+    raise ValueError(f"unknown checkpoint kind {kind}")
+
+
+def compare_tensors(a: dict, b: dict, rtol: float, atol: float) -> dict:
+    import numpy as np
+    if a.keys() != b.keys():
+        return {"tensors": len(a), "identical": False, "within_tolerance": False, "max_abs_diff": None,
+                "worst": f"names differ: {sorted(a.keys() ^ b.keys())[:5]}"}
+    worst, max_diff, identical, within = None, 0.0, True, True
+    for k in sorted(a):
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        if x.shape != y.shape:
+            return {"tensors": len(a), "identical": False, "within_tolerance": False, "max_abs_diff": None,
+                    "worst": f"{k}: shape {x.shape} vs {y.shape}"}
+        if np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+            continue
+        identical = False
+        d = float(np.max(np.abs(y.astype(np.float64) - x.astype(np.float64))))
+        within &= bool(np.allclose(y, x, rtol=rtol, atol=atol))
+        if d >= max_diff:
+            worst, max_diff = k, d
+    return {"tensors": len(a), "identical": identical, "within_tolerance": within, "max_abs_diff": max_diff,
+            "worst": worst}
+
+
+def compare_files(recipe: Recipe, ref, other) -> dict:
+    """Ask the recipe's environment to compare two checkpoints; returns compare_tensors' dict."""
+    cmd = [recipe.interpreter(), str(Path(__file__).resolve()), "--compare", recipe.loader, str(ref), str(other),
+           str(recipe.rtol), str(recipe.atol)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300], "identical": False,
+                "within_tolerance": False}
+    return json.loads(lines[-1])
+
+
+# -- a trial ----------------------------------------------------------------------------------------------------
+def run_trial(recipe: Recipe, rng, data, work, ref_final, step_sec, p_save, p_second) -> dict:
+    out, trial = work / "out", {"kills": [], "resumes": []}
+    plan = plan_kill(rng, recipe, recipe.steps_per_epoch, p_save)
+    second = rng.random() < p_second
+    resume, n, seconds = False, 0, 0.0
+    while True:
+        n += 1
+        r = watched_run(recipe, recipe.command(data, out, resume), out, work / f"run{n}.log", plan,
+                        first_kill=not resume, step_sec=step_sec)
+        seconds += r["seconds"]
+        if resume:
+            resumed = recipe.resumed_step(r["log"])
+            trial["resumes"].append({"resumed_step": resumed, "newest_on_disk": trial["kills"][-1]["newest_ckpt"],
+                                     "from_newest": resumed == trial["kills"][-1]["newest_ckpt"]})
+        if plan is None or not r["killed"]:
+            break
+        newest = max(r["checkpoints"], default=0)
+        trial["kills"].append({"plan": plan, "last_step": r["last_step"], "newest_ckpt": newest,
+                               "during_save": r["during_save"],
+                               "new_temps": r["new_temps"], "seconds": r["seconds"]})
+        resume = True
+        plan = plan_kill(rng, recipe, newest, p_save) if second and len(trial["kills"]) == 1 else None
+    trial.update(finished=r["rc"] == 0 and not r["killed"], rc=r["rc"], not_killed=not trial["kills"],
+                 temps_left=temps(out), seconds=round(seconds, 1))
+    if not trial["finished"]:
+        trial["tail"] = r["log"][-2000:]
+        return trial
+    # steps redone after each kill: from the step the next run resumed at to the last step logged before the kill
+    for kill, res in zip(trial["kills"], trial["resumes"]):
+        if res["resumed_step"] is not None:
+            kill["redone"] = kill["last_step"] - res["resumed_step"]
+            kill["lost_beyond_interval"] = max(0, kill["redone"] - recipe.steps_per_epoch)
+    trial["compare"] = compare_files(recipe, ref_final, out / recipe.final)
+    return trial
+
+
+def prepare_data(recipe: Recipe, work: Path) -> Path:
+    if not recipe.data:
+        return work
+    kind = recipe.data[0]
+    if kind in ("digits", "digits_train_only"):
+        digits = ROOT / "data" / "digits"
+        if not (digits / "imagenet" / "train").is_dir() or not (digits / "cifar-100-python").is_dir():
+            raise SystemExit(f"ERROR: {digits}: digits data missing: run `make data`")
+        if kind == "digits":
+            return digits
+        root = work / "train_only"  # no val folder: the run skips its closing evaluation, as in the test
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / "train").exists():
+            (root / "train").symlink_to(digits / "imagenet" / "train")
+        return root
+    _, fmt, n_train, n_test = recipe.data
+    out = work / f"noise_{fmt}_{n_train}"
+    subprocess.run([str(ROOT / ".envs" / "ci" / "bin" / "python"), str(ROOT / "ci" / "make_data.py"), "--noise",
+                    "--out", str(out), "--formats", fmt, "--n_train", str(n_train), "--n_test", str(n_test)],
+                   check=True, capture_output=True)
+    return out / "imagenet" if fmt == "imagenet" else out
+
+
+def run_recipe(name, recipe: Recipe, trials, seed, work: Path, p_save, p_second, keep=False, log=print) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(recipe, work)
+    t0 = time.time()
+    ref = watched_run(recipe, recipe.command(data, work / "reference"), work / "reference", work / "reference.log")
+    if ref["rc"] != 0:
+        raise SystemExit(f"ERROR: {name}: the reference run failed (exit {ref['rc']}):\n{ref['log'][-2000:]}")
+    step_sec = median_step_seconds(ref["step_seen_at"])
+    log(f"{name}: reference run {ref['seconds']:.0f} s, {ref['last_step']} steps, {step_sec:.2f} s/step")
+    results = []
+    for i in range(trials):
+        tdir = work / f"trial_{i:02d}"
+        shutil.rmtree(tdir, ignore_errors=True)
+        tdir.mkdir()
+        trial = run_trial(recipe, random.Random(f"{seed}-{name}-{i}"), data, tdir,
+                          work / "reference" / recipe.final, step_sec, p_save, p_second)
+        if "tail" in trial:  # no path of this machine in the report
+            trial["tail"] = trial["tail"].replace(str(work), "<work>").replace(str(ROOT), ".")
+        results.append(trial)
+        log(f"{name} trial {i}: " + describe(trial))
+        if not keep and trial.get("compare", {}).get("within_tolerance"):
+            shutil.rmtree(tdir, ignore_errors=True)
+    shown = recipe.command("<data>", "<out>")
+    shown[0] = f".envs/{recipe.env}/bin/python"
+    return {"recipe": name, "trials_command": f"python ci/kill_trials.py {name} --trials {trials} --seed {seed} "
+                                              f"--p_save {p_save} --p_second {p_second}",
+            "command": f"cd {recipe.folder} && " + " ".join(shlex.quote(c) for c in shown),
+            "resume_flag": " ".join(recipe.resume), "steps_per_epoch": recipe.steps_per_epoch, "epochs": recipe.epochs,
+            "checkpoint_interval_steps": recipe.steps_per_epoch, "tolerance": {"rtol": recipe.rtol, "atol": recipe.atol},
+            "reference_seconds": ref["seconds"], "seconds_per_step": round(step_sec, 3), "trials": results,
+            "summary": summarise(results), "seconds": round(time.time() - t0)}
+
+
+def describe(trial) -> str:
+    kills = ", ".join(f"{k['plan']['mode']}@{k['last_step']}" + (" (in save)" if k["during_save"] else "")
+                      for k in trial["kills"]) or "not killed"
+    res = ", ".join(str(r["resumed_step"]) for r in trial["resumes"])
+    cmp_ = trial.get("compare", {})
+    verdict = ("identical" if cmp_.get("identical") else
+               f"max diff {cmp_.get('max_abs_diff')}" + ("" if cmp_.get("within_tolerance") else " MISMATCH")
+               ) if cmp_ else f"did not finish (exit {trial['rc']})"
+    return f"killed {kills}; resumed at {res or '-'}; {verdict}; temps left {len(trial['temps_left'])}"
+
+
+# -- summary and table ------------------------------------------------------------------------------------------
+def summarise(trials) -> dict:
+    kills = [k for t in trials for k in t["kills"]]
+    resumes = [r for t in trials for r in t["resumes"]]
+    compared = [t["compare"] for t in trials if "compare" in t]
+    return {
+        "trials": len(trials),
+        "kills": len(kills),
+        "second_kills": sum(len(t["kills"]) > 1 for t in trials),
+        "kills_during_save": sum(k["during_save"] for k in kills),
+        "resumes": len(resumes),
+        "resumed_from_newest": sum(r["from_newest"] for r in resumes),
+        "finished": sum(t["finished"] for t in trials),
+        "not_killed": sum(t["not_killed"] for t in trials),
+        "bit_exact": sum(bool(c.get("identical")) for c in compared),
+        "within_tolerance": sum(bool(c.get("within_tolerance")) for c in compared),
+        "mismatches": sum(not c.get("within_tolerance") for c in compared) + sum(not t["finished"] for t in trials),
+        "max_redone": max((k.get("redone", 0) for k in kills), default=0),
+        "lost_beyond_interval": sum(k.get("lost_beyond_interval", 0) for k in kills),
+        "max_abs_diff": max((c.get("max_abs_diff") or 0.0 for c in compared), default=0.0),
+        "runs_with_temps_left": sum(bool(t["temps_left"]) for t in trials),
+    }
+
+
+def markdown(results) -> str:
+    head = ("| recipe | trials | kills (2nd kills) | kills during a save | resumed from the newest checkpoint | "
+            "finished | bit-exact | within tolerance | mismatches | steps lost beyond the interval "
+            "(most redone / interval) | largest weight diff | runs left with temp files |")
+    rows = [head, "|" + "---|" * 12]
+    for r in results:
+        s = r["summary"]
+        rows.append(f"| {r['recipe']} | {s['trials']} | {s['kills']} ({s['second_kills']}) | {s['kills_during_save']} "
+                    f"| {s['resumed_from_newest']}/{s['resumes']} | {s['finished']} | {s['bit_exact']} "
+                    f"| {s['within_tolerance']} | {s['mismatches']} | {s['lost_beyond_interval']} "
+                    f"({s['max_redone']} / {r['checkpoint_interval_steps']}) | {s['max_abs_diff']:.3g} "
+                    f"| {s['runs_with_temps_left']} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("recipes", nargs="*", help=f"default: all of {list(RECIPES)}")
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="seeds the kill points (the runs keep their own --seed)")
+    ap.add_argument("--p_save", type=float, default=0.3, help="share of kills aimed at a checkpoint save")
+    ap.add_argument("--p_second", type=float, default=0.4, help="share of trials whose resumed run is killed again")
+    ap.add_argument("--out", default=str(ROOT / "bench_output" / "kill_trials.json"))
+    ap.add_argument("--work", default=None, help="folder for the runs (default: a temp folder, removed at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep every trial's output (default: only failed ones)")
+    args = ap.parse_args(argv)
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown or args.trials < 1:
+        ap.error(f"unknown recipe(s) {unknown}; known: {list(RECIPES)}" if unknown else "--trials must be >= 1")
+    for name in args.recipes or RECIPES:
+        py = Path(RECIPES[name].interpreter())
+        if not py.is_file():
+            raise SystemExit(f"ERROR: {py}: environment missing for {name}: run `make setup`")
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="kill_trials_"))
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    results = {r["recipe"]: r for r in previous.get("results", [])}
+    try:
+        for name in args.recipes or RECIPES:
+            results[name] = run_recipe(name, RECIPES[name], args.trials, args.seed, work / name, args.p_save,
+                                       args.p_second, keep=args.keep)
+            # written after every recipe: a later failure keeps what was measured
+            ordered = [results[n] for n in RECIPES if n in results]
+            report = {"results": ordered}
+            atomic_write_text(out, json.dumps(report, indent=1))
+            atomic_write_text(out.with_suffix(".md"), markdown(ordered))
+    finally:
+        if not args.work:
+            bad = [str(p) for p in work.rglob("trial_*")]
+            if bad:
+                print(f"kept the output of trials that did not match: {bad}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    print(markdown([results[n] for n in RECIPES if n in results]))
+    failed = sum(results[n]["summary"]["mismatches"] for n in args.recipes or RECIPES)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 7 and sys.argv[1] == "--compare":
+        _, _, kind, ref, other, rtol, atol = sys.argv
+        print(json.dumps(compare_tensors(load_tensors(kind, ref), load_tensors(kind, other), float(rtol), float(atol))))
+        sys.exit(0)
+    sys.exit(main())

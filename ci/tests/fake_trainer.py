@@ -1,0 +1,69 @@
+"""A stand-in training run for the kill-trial tool's tests: stdlib only, about a second per run.
+
+    python fake_trainer.py --out OUT [--epochs 3] [--steps 4] [--resume auto] [--bug diverge|delete_first]
+
+Like the recipes it logs ``epoch E step S [..]`` per step, saves one checkpoint per epoch through
+``common.checkpoint`` (slowly, so a kill can land inside the save), resumes with ``--resume auto`` and ends
+with ``final.json``. Each step's update is keyed by (seed, step), so a resumed run is exact. The ``--bug``
+modes break that on purpose: ``diverge`` draws from one unkeyed stream (a resumed run differs),
+``delete_first`` removes the old checkpoints before writing the new one (a kill mid-save loses them all).
+"""
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from common.checkpoint import atomic_write, atomic_write_text, latest_valid, remove_stale_temps  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--resume", default="")
+    ap.add_argument("--bug", default="")
+    args = ap.parse_args()
+    out = Path(args.out)
+    ckpts = out / "ckpt"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    weights, step = [0.0] * 8, 0
+    if args.resume == "auto":
+        remove_stale_temps(ckpts)
+        best = latest_valid(ckpts.glob("epoch_*.json"), lambda p: "w" in json.loads(p.read_text()))
+        if best is None:
+            print(f"resume: no valid checkpoint in {ckpts}, starting from scratch")
+        else:
+            state = json.loads(best.read_text())
+            weights, step = state["w"], state["step"]
+            print(f"resume: continuing from {best} at epoch {step // args.steps}")
+    stream = random.Random(args.seed)
+    for epoch in range(step // args.steps, args.epochs):
+        for s in range(1, args.steps + 1):
+            rng = stream if args.bug == "diverge" else random.Random(f"{args.seed}-{step}")
+            weights = [0.9 * w + rng.gauss(0, 1) for w in weights]
+            step += 1
+            time.sleep(0.05)
+            print(f"epoch {epoch + 1} step {s} [{step}/{args.epochs * args.steps}] loss {sum(weights):.6f}", flush=True)
+        if args.bug == "delete_first":
+            for old in ckpts.glob("epoch_*.json"):
+                old.unlink()
+        body = json.dumps({"w": weights, "step": step}).encode()
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:  # half, a pause, the rest: a save that takes a while, like a real one
+                fh.write(body[: len(body) // 2])
+                fh.flush()
+                time.sleep(0.3)
+                fh.write(body[len(body) // 2:])
+        atomic_write(ckpts / f"epoch_{epoch + 1:04d}.json", write)
+    atomic_write_text(out / "final.json", json.dumps({"w": weights}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
