@@ -123,6 +123,10 @@ def main(argv=None):
     net = TinyDarkNet(num_classes=cfg.num_classes)
     if cfg.pre_trained:
         _load_or_fail(net, cfg.checkpoint_path)
+    # every rank builds the same seeded weights (DATA_PARALLEL does not broadcast them): the digest lets a test
+    # compare them across ranks and with a one-device run
+    who = f"rank {rank}/{group_size}: " if group_size > 1 else ""
+    print(f"{who}initial weights sha256 {_digest(net)}", flush=True)
     lr = lr_steps_imagenet(cfg, steps_per_epoch)
     loss_scale = 1.0 if cfg.is_dynamic_loss_scale else cfg.loss_scale
     opt = nn.Momentum(get_param_groups(net), learning_rate=ms.Tensor(lr), momentum=cfg.momentum,
@@ -166,7 +170,7 @@ def main(argv=None):
     for epoch in range(start_epoch, cfg.epoch_size):
         t0 = time.perf_counter()
         data = create_dataset_imagenet(train_samples, True, cfg.batch_size, cfg.image_size, cfg.seed, epoch,
-                                       rank, group_size, cfg.num_parallel_workers, steps_per_epoch)
+                                       rank, group_size, cfg.num_parallel_workers, steps_per_epoch, cfg.augment)
         model.train(epoch + 1, data, callbacks=[monitor], dataset_sink_mode=False, initial_epoch=epoch)
         progress.end_epoch()
         epoch_time = time.perf_counter() - t0
@@ -217,6 +221,14 @@ def main(argv=None):
                           "start_epoch": start_epoch, "checkpoint_dir": str(ckpt_dir),
                           "config": {k: v for k, v in vars(cfg).items()}})
     return 0
+
+
+def _digest(net):
+    import hashlib
+    h = hashlib.sha256()
+    for p in net.get_parameters():
+        h.update(p.asnumpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _optional_val_dir(cfg, train_dir):

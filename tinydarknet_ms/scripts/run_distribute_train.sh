@@ -6,7 +6,8 @@
 #   server in ./train_parallel<i>, with RANK_TABLE_FILE / RANK_SIZE / RANK_ID / DEVICE_ID, as the original.
 # Elsewhere: msrun (MindSpore's dynamic cluster; NCCL on GPU, its own collectives on CPU) with
 #   worker_num = ranks in the table, local_worker_num = this server's devices, master = rank 0's server,
-#   node_rank = this server's index. Logs: <output_path>/msrun_logs/worker_<rank>.log.
+#   node_rank = this server's index. Logs: <output_path>/msrun_logs/worker_<rank>.log. Only rank 0's server
+#   runs msrun (and its scheduler); another server's workers join that scheduler directly.
 # Environment: SERVER_INDEX (default auto: the server whose server_id is a local address), MASTER_PORT
 #   (default 8118), CLUSTER_TIME_OUT (seconds msrun waits for all ranks to join, default 120).
 # The job exits non-zero if any rank fails; the remaining ranks are stopped.
@@ -58,7 +59,33 @@ if [ "$device_target" = Ascend ] || { [ "$device_target" = auto ] && "$MZ_PYTHON
   exit $rc
 fi
 
-# msrun starts `python`: make it this environment's
+# Elsewhere: MindSpore's dynamic cluster. msrun starts the scheduler when master_addr is one of this host's
+# addresses, so only the master server (rank 0's) runs msrun; another server starts its workers itself with the
+# environment msrun would give them (MS_ROLE, MS_WORKER_NUM, MS_SCHED_HOST/PORT, MS_NODE_ID, ...). This also
+# lets two "servers" share one host (the loopback test), where a second msrun would start a second scheduler.
+mkdir -p "$output_path/msrun_logs"
+if [ "$SERVER_INDEX" != "$MASTER_INDEX" ]; then
+  read -r -a rank_ids <<< "$LOCAL_RANK_IDS"
+  pids=()
+  for i in "${!rank_ids[@]}"; do
+    rank=${rank_ids[$i]}
+    MS_ROLE=MS_WORKER MS_WORKER_NUM=$RANK_SIZE MS_SCHED_HOST=$MASTER_ADDR MS_SCHED_PORT=${MASTER_PORT:-8118} \
+    MS_TOPO_TIMEOUT=${CLUSTER_TIME_OUT:-120} MS_NODE_ID=$rank RANK_ID=$rank RANK_SIZE=$RANK_SIZE DEVICE_ID=$i \
+      "$MZ_PYTHON" "${train[@]}" --output_path="$output_path" "$@" > "$output_path/msrun_logs/worker_$rank.log" 2>&1 &
+    pids+=($!)
+  done
+  rc=0
+  while [ ${#pids[@]} -gt 0 ]; do
+    wait -n "${pids[@]}"; status=$?
+    alive=(); for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
+    if [ $status -ne 0 ]; then rc=$status; kill "${alive[@]}" 2>/dev/null; wait; break; fi
+    pids=("${alive[@]}")
+  done
+  [ $rc -eq 0 ] || echo "ERROR: distributed job failed on server $SERVER_INDEX (exit $rc); see $output_path/msrun_logs/worker_*.log" >&2
+  exit $rc
+fi
+
+# the master server: msrun, which starts `python`: make it this environment's
 PATH=$(dirname "$MZ_PYTHON"):$PATH
 msrun --worker_num="$RANK_SIZE" --local_worker_num="$LOCAL_DEVICE_NUM" --master_addr="$MASTER_ADDR" \
   --master_port="${MASTER_PORT:-8118}" --node_rank="$SERVER_INDEX" --log_dir="$output_path/msrun_logs" \

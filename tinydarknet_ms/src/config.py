@@ -69,6 +69,8 @@ KEYS = {
     "num_parallel_workers": (non_negative_int, 0, "data-map workers; 0 = min(24, cores) / devices as the original"),
     "check_images": (str2bool, True, "decode every image once before training to find bad files"),
     "skip_bad_images": (str2bool, False, "drop bad images (each reported) instead of stopping at the first"),
+    "augment": (str2bool, True, "the original's random crop, flip and colour jitter in training; False = the "
+                                "eval transforms (runs that must see the same pixels on every process)"),
     # optimisation
     "epoch_size": (positive_int, 500, "training epochs"),
     "train_steps": (non_negative_int, 0, "cap on steps per epoch (0 = whole epoch); for short performance runs"),

@@ -92,13 +92,14 @@ def default_workers(group_size=1):
 
 
 def create_dataset_imagenet(samples, do_train, batch_size=128, image_size=224, seed=1, epoch=0,
-                            rank=0, group_size=1, num_parallel_workers=0, max_steps=0):
+                            rank=0, group_size=1, num_parallel_workers=0, max_steps=0, augment=True):
+    """Batches of ``samples``; ``augment=False`` gives training batches the eval transforms (deterministic)."""
     workers = num_parallel_workers or default_workers(group_size)
     ds.config.set_seed(seed * 100003 + epoch)  # augmentation randomness of this epoch only
     order = epoch_order(len(samples), do_train, seed, epoch, rank, group_size)
     data = ds.GeneratorDataset(_EncodedImages(samples, order), ["image", "label"], shuffle=False,
                                python_multiprocessing=False, num_parallel_workers=1)
-    if do_train:
+    if do_train and augment:
         ops = [vision.RandomCropDecodeResize(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
                vision.RandomHorizontalFlip(prob=0.5),
                vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)]
