@@ -168,6 +168,8 @@ def train(args) -> int:
     model = build_classifier(cfg.model)
     model.init_weights()
     model.CLASSES = train_set.CLASSES
+    # the seeded initial weights, recorded so that runs (e.g. 1 device vs N ranks) can be shown to start alike
+    init_digest = _param_digest(model)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if device == "cuda":
         model = model.cuda(local_index)
@@ -263,7 +265,8 @@ def train(args) -> int:
                                          apex=bool(use_apex), lr=cfg.optimizer.lr, work_dir=str(work_dir),
                                          data_prefix=str(cfg.data.train.data_prefix),
                                          accuracy_metric="best top-1 over the per-epoch validations (fraction)",
-                                         eval_seconds=round(summary.eval_seconds, 3), **sync))
+                                         eval_seconds=round(summary.eval_seconds, 3),
+                                         initial_param_digest=init_digest, **sync))
         if args.perf_report:
             _write_perf_report(work_dir / f"train_{case}_perf_report.log", record, throughput, summary, len(train_set))
     if distributed:
@@ -277,14 +280,8 @@ def _rank_consistency(model, train_loader, logger) -> dict:
     Data parallelism is only right if the first are all equal and the second is zero; both go into
     the run record, and a mismatch is logged as an error.
     """
-    import hashlib
-
-    import torch
     import torch.distributed as dist
-    net = model.module if hasattr(model, "module") else model
-    with torch.no_grad():
-        flat = torch.cat([p.detach().float().reshape(-1).cpu() for p in net.parameters()])
-    mine = dict(digest=hashlib.sha256(flat.numpy().tobytes()).hexdigest(), indices=list(iter(train_loader.sampler)))
+    mine = dict(digest=_param_digest(model), indices=list(iter(train_loader.sampler)))
     everyone = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
     digests = [e["digest"] for e in everyone]
@@ -298,6 +295,17 @@ def _rank_consistency(model, train_loader, logger) -> dict:
         logger.info(f"ranks in step: identical parameters on all {len(digests)} ranks, no sample shared in the last epoch")
     return dict(rank_param_digests=digests, rank_shared_samples=shared,
                 rank_samples_last_epoch=[len(e["indices"]) for e in everyone])
+
+
+def _param_digest(model) -> str:
+    """sha256 of every parameter (float32, in module order)."""
+    import hashlib
+
+    import torch
+    net = model.module if hasattr(model, "module") else model
+    with torch.no_grad():
+        flat = torch.cat([p.detach().float().reshape(-1).cpu() for p in net.parameters()])
+    return hashlib.sha256(flat.numpy().tobytes()).hexdigest()
 
 
 def _write_perf_report(path, record, throughput, summary, train_images: int) -> None:
