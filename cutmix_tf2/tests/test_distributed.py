@@ -1,4 +1,8 @@
-"""Two CPU workers from a 2-device rank table through test/train_performance_8p.sh (MultiWorkerMirroredStrategy)."""
+"""Two CPU workers from a rank table through test/train_performance_8p.sh (MultiWorkerMirroredStrategy).
+
+A 2-device table against one process on the same global batch, a two-server table on loopback addresses,
+a killed worker, a bad table.
+"""
 import csv
 import json
 import os

@@ -1,4 +1,8 @@
-"""torchrun + gloo on CPU from a rank table, through test/train_performance_8p.sh."""
+"""torchrun + gloo on CPU from a rank table, through test/train_performance_8p.sh.
+
+A two-server table on loopback addresses (checked against a 1-device run of the same global batch), a killed
+rank, a bad table.
+"""
 from __future__ import annotations
 
 import json
