@@ -24,12 +24,12 @@ def _bundle_files(prefix):
     return sorted(p for p in prefix.parent.glob(prefix.name + ".*") if not p.name.endswith(".tmp"))
 
 
-def save(sess, saver, out, epoch, global_step, seed, batch_size, val_accuracy):
+def save(sess, saver, out, epoch, global_step, seed, batch_size, val_accuracy, rank_size=1, eval_batch_size=None):
     """Save the session's variables; returns the Saver prefix of the ``<output>/cspdarknet53.ckpt`` copy."""
     out = Path(out)
     folder = out / "ckpt" / f"step_{global_step:09d}"
     state = {"epoch": epoch, "global_step": int(global_step), "seed": seed, "batch_size": batch_size,
-             "val_accuracy": val_accuracy}
+             "rank_size": rank_size, "eval_batch_size": eval_batch_size or batch_size, "val_accuracy": val_accuracy}
 
     def write(tmp):
         saver.save(sess, os.path.join(tmp, CKPT_NAME), write_state=False)

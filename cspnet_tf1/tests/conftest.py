@@ -1,4 +1,5 @@
-"""Shared fixtures: repo paths, the digits data, small noise datasets and a runner for the recipe's entries."""
+"""Shared fixtures: repo paths, the digits data, small noise datasets, a runner for the recipe's entries, and
+the one short training run that the end-to-end, reliability and distributed tests all start from."""
 import os
 import subprocess
 import sys
@@ -48,3 +49,18 @@ def make_noise(out, n_train, n_test):
 def noise(tmp_path_factory):
     """48 train / 32 test noise images: 3 steps per epoch and 2 test batches at batch 16."""
     return make_noise(tmp_path_factory.mktemp("noise"), 48, 32)
+
+
+# the session's one short run (noise data, 48 train images at batch 16: 3 steps per epoch, 2 epochs, so the
+# original's FPS rule has a steady epoch): end-to-end checks, the reference of the resume test and the
+# checkpoint the distributed test resumes from. train.py with TRAIN_ARGS repeats it exactly (--seed).
+TRAIN_ARGS = ("--epochs=2", "--batch_size=16", "--seed=3", "--DISPLAY_STEP=1", "--device=cpu")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, noise):
+    out = tmp_path_factory.mktemp("e2e")
+    _, stdout, _ = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={noise}",
+                        f"--output_path={out}", "--train_epochs=2", "--batch_size=16", "--device=cpu",
+                        "--seed=3", "--DISPLAY_STEP=1"], cwd="/")
+    return out, stdout

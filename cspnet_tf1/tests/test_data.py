@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import train
 import utils
 from common.cifar import DatasetError
 from conftest import python
@@ -61,29 +62,36 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, noise):
     assert not marker.exists()
 
 
-def _bad_run(tmp_path, data):
-    rc, out, err = python("train.py", f"--data_path={data}", f"--output_path={tmp_path / 'out'}", "--epochs=1",
-                          "--batch_size=16", check=False, timeout=300)
-    lines = [line for line in err.strip().splitlines() if line.startswith("ERROR")]
-    return rc, lines, err
-
-
-@pytest.mark.parametrize("fault", ["missing", "truncated", "wrong_shape"])
-def test_bad_dataset_gives_one_line_error_naming_the_file(tmp_path, noise, fault):
+def _break(tmp_path, noise, fault):
+    """A copy of the noise dataset with one fault; returns (data path, the name the error must give)."""
     data = tmp_path / "cifar-10-batches-py"
     if fault == "missing":
-        data, expect = tmp_path / "nowhere", "nowhere"
+        return tmp_path / "nowhere", "nowhere"
+    shutil.copytree(noise / "cifar-10-batches-py", data)
+    f = data / "data_batch_3"
+    if fault == "truncated":
+        f.write_bytes(f.read_bytes()[:1000])
     else:
-        shutil.copytree(noise / "cifar-10-batches-py", data)
-        f = data / "data_batch_3"
-        if fault == "truncated":
-            f.write_bytes(f.read_bytes()[:1000])
-        else:
-            with open(f, "wb") as fh:
-                pickle.dump({"data": np.zeros((10, 1024), np.uint8), "labels": [0] * 10}, fh)
-        expect = "data_batch_3"
-    rc, lines, err = _bad_run(tmp_path, data)
-    assert rc != 0
-    assert len(lines) == 1 and expect in lines[0], err[-2000:]
+        with open(f, "wb") as fh:
+            pickle.dump({"data": np.zeros((10, 1024), np.uint8), "labels": [0] * 10}, fh)
+    return data, "data_batch_3"
+
+
+def test_bad_dataset_ends_the_process_with_one_line_error(tmp_path, noise):
+    data, name = _break(tmp_path, noise, "truncated")
+    rc, _, err = python("train.py", f"--data_path={data}", f"--output_path={tmp_path / 'out'}", "--epochs=1",
+                        "--batch_size=16", check=False, timeout=300)
+    lines = [line for line in err.strip().splitlines() if line.startswith("ERROR")]
+    assert rc == 1 and len(lines) == 1 and name in lines[0], err[-2000:]
     assert "Traceback" not in err
-    assert not (tmp_path / "out" / "cspdarknet53.ckpt.index").exists()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fault", ["missing", "wrong_shape"])
+def test_bad_dataset_error_names_the_file_before_anything_is_written(tmp_path, noise, fault):
+    # the same main() as above, in this process: it must fail while reading the data, before any graph or file
+    data, name = _break(tmp_path, noise, fault)
+    with pytest.raises(DatasetError, match=name):
+        train.main([f"--data_path={data}", f"--output_path={tmp_path / 'out'}", "--epochs=1", "--batch_size=16",
+                    "--device=cpu"])
+    assert not (tmp_path / "out").exists()

@@ -1,8 +1,5 @@
-"""One run of test/train_performance_1p.sh on tiny noise data, then test.py and export.py on its checkpoint.
-
-48 train / 32 test images at batch 16: 3 steps per epoch, 2 epochs, so the original's FPS rule (first
-epoch excluded) has a steady epoch to measure.
-"""
+"""The session's run of test/train_performance_1p.sh on tiny noise data (conftest ``trained``), then test.py
+and export.py on its checkpoint."""
 import json
 import re
 import struct
@@ -10,18 +7,9 @@ import struct
 import pytest
 
 from common.banner import parse_banner
-from conftest import RECIPE, python, run
+from conftest import python
 
 CASE = "CSPNet_ID0840_for_TensorFlow_bs16_1p_perf"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, noise):
-    out = tmp_path_factory.mktemp("e2e")
-    _, stdout, _ = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={noise}",
-                        f"--output_path={out}", "--train_epochs=2", "--batch_size=16", "--device=cpu",
-                        "--seed=3", "--DISPLAY_STEP=1"], cwd="/")
-    return out, stdout
 
 
 def test_banner_and_run_records(trained):

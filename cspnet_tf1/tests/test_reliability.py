@@ -1,4 +1,6 @@
-"""--seed determinism, SIGKILL + --resume auto (same final weights), a corrupt checkpoint skipped, TensorBoard."""
+"""--seed determinism and SIGKILL + --resume auto, both against the session's uninterrupted run (conftest
+``trained``): the killed run's steps, then the resumed run's, give the same losses, and the same final weights;
+a corrupt newer checkpoint is skipped; --tensorboard writes event files."""
 import os
 import re
 import shutil
@@ -8,19 +10,14 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
-from conftest import RECIPE, env, python
+from conftest import RECIPE, TRAIN_ARGS, env, python
 
 
-def _args(data, out, *extra):
-    return [f"--data_path={data}", f"--output_path={out}", "--epochs=3", "--batch_size=16", "--seed=5",
-            "--DISPLAY_STEP=1", "--device=cpu", *extra]
-
-
-def _losses(stdout):
-    return [float(v) for v in re.findall(r"--- Loss: (\S+)", stdout)]
+def _losses(text):
+    """{global step: loss} from the original's ``Epoch: … Step/Batch: … --- Loss: …`` lines."""
+    return {int(s): float(v) for s, v in re.findall(r"Step/Batch: (\d+) --- Loss: (\S+)", text)}
 
 
 def _weights(prefix):
@@ -28,29 +25,19 @@ def _weights(prefix):
     return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map() if "Momentum" not in n}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, noise):
-    out = tmp_path_factory.mktemp("uninterrupted")
-    _, stdout, _ = python("train.py", *_args(noise, out))
-    return out, stdout
-
-
-def test_same_seed_gives_identical_losses(reference, noise, tmp_path):
-    _, stdout, _ = python("train.py", *_args(noise, tmp_path, "--tensorboard"))
-    first, second = _losses(reference[1]), _losses(stdout)
-    assert len(first) == 9 and first == second
-    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
-
-
-def test_sigkill_then_resume_auto_ends_with_the_same_weights(reference, noise, tmp_path):
-    proc = subprocess.Popen([sys.executable, RECIPE / "train.py", *_args(noise, tmp_path)], cwd=RECIPE, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_ckpt = tmp_path / "ckpt" / "step_000000003" / "state.json"
-    deadline = time.time() + 600
-    while not first_ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+def test_same_seed_and_sigkill_then_resume_auto_reproduce_the_uninterrupted_run(trained, noise, tmp_path):
+    reference, ref_stdout = trained
+    args = [f"--data_path={noise}", f"--output_path={tmp_path}", *TRAIN_ARGS]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as fh:  # unbuffered, so the lines printed before the kill are all there
+        proc = subprocess.Popen([sys.executable, RECIPE / "train.py", *args], cwd=RECIPE,
+                                env={**env(), "PYTHONUNBUFFERED": "1"}, stdout=fh, stderr=subprocess.STDOUT)
+        first_ckpt = tmp_path / "ckpt" / "step_000000003" / "state.json"
+        deadline = time.time() + 600
+        while not first_ckpt.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     # a newer but truncated checkpoint must be reported and skipped
     corrupt = tmp_path / "ckpt" / "step_000000999"
     shutil.copytree(first_ckpt.parent, corrupt)
@@ -59,9 +46,15 @@ def test_sigkill_then_resume_auto_ends_with_the_same_weights(reference, noise, t
     newer = time.time() + 60  # auto-resume tries the newest first
     os.utime(corrupt, (newer, newer))
 
-    _, stdout, _ = python("train.py", *_args(noise, tmp_path, "--resume=auto"))
+    _, stdout, _ = python("train.py", *args, "--resume=auto", "--tensorboard")
     assert re.search(r"resume: skipping .*step_000000999", stdout)
     assert re.search(r"resume: restored .*step_0000000(03|06)", stdout)
-    ref, resumed = _weights(reference[0] / "cspdarknet53.ckpt"), _weights(tmp_path / "cspdarknet53.ckpt")
-    assert ref.keys() == resumed.keys() and len(ref) == 147
-    assert all(np.array_equal(ref[k], resumed[k]) for k in ref)
+    # same seed: the killed run's steps repeat the reference's; resumed: so do the remaining ones
+    ref, killed, resumed = _losses(ref_stdout), _losses(log.read_text()), _losses(stdout)
+    assert sorted(ref) == list(range(1, 7)) and 1 in killed and 3 in killed
+    assert all(killed[s] == ref[s] for s in killed) and all(resumed[s] == ref[s] for s in resumed)
+    assert sorted(set(killed) | set(resumed)) == list(range(1, 7))
+    want, got = _weights(reference / "cspdarknet53.ckpt"), _weights(tmp_path / "cspdarknet53.ckpt")
+    assert want.keys() == got.keys() and len(want) == 147
+    assert all(np.array_equal(want[k], got[k]) for k in want)
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))

@@ -1,0 +1,151 @@
+"""Data-parallel training across processes, with TensorFlow's own collectives in TF1 graph mode.
+
+``launch.py`` starts one ``train.py`` per device. Two engines, chosen by what the launcher set:
+- ``TF_CONFIG`` (CPU, GPU): ``tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy``, i.e.
+  CollectiveAllReduceStrategy, with a ``tf.distribute.Server`` per worker and a ``Session`` on its target.
+  Variables created under the strategy are MirroredVariables whose initial values are broadcast from
+  worker 0, and the v1 optimizer's ``apply_gradients`` all-reduces the gradients (ring all-reduce over gRPC).
+- ``RANK_SIZE`` > 1 without TF_CONFIG on Ascend: the npu_bridge ``NPUDistributedOptimizer`` (HCCL
+  all-reduce of the gradients) and an HCCL broadcast of rank 0's variables, as the Ascend TF1 recipes do.
+"""
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+SUM = tf.distribute.ReduceOp.SUM
+
+
+class Cluster:
+    """This process's place in the job: ``rank`` of ``world``; ``workers`` (TF_CONFIG) or ``hccl``."""
+
+    def __init__(self, rank=0, world=1, workers=None, hccl=False):
+        self.rank, self.world, self.workers, self.hccl = rank, world, workers, hccl
+        self.strategy = self.server = None
+
+    @property
+    def is_chief(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world > 1
+
+
+def cluster_from_env(device):
+    """TF_CONFIG from launch.py, else Ascend's RANK_ID/RANK_SIZE on an NPU, else a single process."""
+    raw = os.environ.get("TF_CONFIG")
+    if raw:
+        try:
+            cfg = json.loads(raw)
+            workers, rank = list(cfg["cluster"]["worker"]), int(cfg["task"]["index"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"TF_CONFIG: malformed ({type(exc).__name__}: {exc})") from None
+        if cfg["task"].get("type", "worker") != "worker" or not 0 <= rank < len(workers):
+            raise ValueError(f"TF_CONFIG: task {cfg['task']} is not one of the {len(workers)} workers")
+        return Cluster(rank, len(workers), workers=workers)
+    size = os.environ.get("RANK_SIZE", "1")
+    if device == "npu" and size.isdigit() and int(size) > 1:
+        return Cluster(int(os.environ.get("RANK_ID", "0")), int(size), hccl=True)
+    return Cluster()
+
+
+def start(cluster, session_config):
+    """Create the strategy and this worker's server; returns (session target, session config)."""
+    if not cluster.workers:
+        return "", session_config
+    # reads the same TF_CONFIG; must exist before any variable is created
+    cluster.strategy = tf1.distribute.experimental.MultiWorkerMirroredStrategy()
+    config = cluster.strategy.update_config_proto(session_config)
+    cluster.server = tf.distribute.Server(tf.train.ClusterSpec({"worker": cluster.workers}), job_name="worker",
+                                          task_index=cluster.rank, config=config, start=True)
+    return cluster.server.target, config
+
+
+def shard(x, y, cluster):
+    """Every ``world``-th image from ``rank`` on, cut to the same length on every rank (equal step counts)."""
+    if not cluster.distributed:
+        return x, y
+    n = len(x) // cluster.world
+    return x[cluster.rank::cluster.world][:n], y[cluster.rank::cluster.world][:n]
+
+
+def digest(arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def wrap_optimizer(opt, cluster):
+    if cluster.hccl:
+        from npu_bridge.estimator.npu.npu_optimizer import NPUDistributedOptimizer
+        return NPUDistributedOptimizer(opt)
+    return opt
+
+
+def gradient_scale(cluster):
+    """Under a strategy the v1 optimizers SUM the replicas' gradients: scaling the loss makes it their mean."""
+    return 1.0 / cluster.strategy.num_replicas_in_sync if cluster.strategy else 1.0
+
+
+def build_agree(cluster):
+    """``(head_in, head)``: feed (seed, restored) and fetch ``head`` to get rank 0's pair on every rank.
+
+    Built with the strategy's cross-worker reduce (a SUM to which every rank but 0 contributes zeros), so it
+    is TF's collective engine too. None, None in a single process or with HCCL.
+    """
+    if not cluster.strategy:
+        return None, None
+    strategy = cluster.strategy
+    with strategy.scope():
+        head_in = tf1.placeholder(tf.int64, [2])
+        head = strategy.extended.reduce_to(SUM, head_in if cluster.is_chief else tf.zeros_like(head_in),
+                                           destinations=strategy.extended.worker_devices[0])
+    return head_in, head
+
+
+def build_broadcast(cluster):
+    """Ops that give every rank rank 0's variables (all ranks must build them, in the same order).
+
+    Needed after rank 0 alone restored a checkpoint; with HCCL also for the initial values, which the
+    TF strategy broadcasts itself when it initialises its mirrored variables.
+    """
+    variables = tf1.global_variables()
+    if cluster.hccl:
+        from npu_bridge.hccl import hccl_ops
+        return [tf1.assign(v, hccl_ops.broadcast([v], 0)[0]) for v in variables]
+    strategy = cluster.strategy
+    with strategy.scope():
+        reduced = strategy.extended.batch_reduce_to(
+            SUM, [(tf.identity(v) if cluster.is_chief else tf.zeros_like(v), v) for v in variables])
+        return [strategy.extended.update(v, lambda var, val: var.assign(val), args=(r,), group=True)
+                for v, r in zip(variables, reduced)]
+
+
+def run_options(cluster, timeout_s):
+    """Session-run options for steps that wait on other ranks: a peer that died on another server makes
+    the collective wait for ever, so such a step fails with DeadlineExceeded after ``timeout_s``."""
+    if not cluster.distributed or not timeout_s:
+        return None
+    return tf1.RunOptions(timeout_in_ms=int(timeout_s * 1000))
+
+
+def watch_launcher():
+    """Exit when the launcher that started this worker is gone (it was SIGKILLed and could not stop us)."""
+    pid = os.environ.get("MZ_LAUNCHER_PID", "")
+    if not pid.isdigit() or os.getppid() != int(pid):
+        return
+
+    def watch():
+        while os.getppid() == int(pid):
+            time.sleep(1.0)
+        print("ERROR: the launcher exited; stopping this rank", file=sys.stderr, flush=True)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()

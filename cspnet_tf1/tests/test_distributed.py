@@ -1,0 +1,210 @@
+"""Two CPU ranks through test/train_performance_8p.sh (TF1 graph mode, MultiWorkerMirroredStrategy collectives).
+
+The 2-rank run resumes the session's 1-process checkpoint (conftest ``trained``, global step 6) for one step
+at 8 images per rank, so its update can be recomputed here: the network normalises over the batch it is
+given, so a 2-rank step is not a 1-process step on the 16 images together but the mean of the gradients of
+the two 8-image half-batches, which a single process computes below from the same checkpoint.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import train
+import utils
+from common.banner import parse_banner
+from conftest import RECIPE, env
+
+tf1 = tf.compat.v1
+CASE = "CSPNet_ID0840_for_TensorFlow_bs8_2p_perf"
+DEVICES = [{"device_id": "0", "device_ip": "192.98.92.10", "rank_id": "0"},
+           {"device_id": "1", "device_ip": "192.98.92.11", "rank_id": "1"}]
+TABLE = {"version": "1.0", "server_count": "1", "status": "completed",
+         "server_list": [{"server_id": "127.0.0.1", "host_nic_ip": "reserve", "device": DEVICES}]}
+SCRIPT = RECIPE / "test" / "train_performance_8p.sh"
+
+
+def _free_port():
+    """A port p with p + 1 free too (rank r listens on port + r)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _table(tmp_path, table, name="rank_table.json"):
+    path = tmp_path / name
+    path.write_text(table if isinstance(table, str) else json.dumps(table))
+    return path
+
+
+def _launch(tmp_path, noise, table, *extra, out="out", port=None):
+    return ["bash", str(SCRIPT), f"--data_path={noise}", f"--rank_table={table}", f"--output_path={tmp_path / out}",
+            "--device=cpu", f"--port={port or _free_port()}", "--batch_size=8", *extra]
+
+
+def _field(pattern, text):
+    return re.search(pattern, text).group(1)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, noise, trained):
+    """One step (global step 7) of 2 ranks x 8 images, resumed from the 1-process run's step-6 checkpoint."""
+    tmp = tmp_path_factory.mktemp("dist")
+    start = trained[0] / "ckpt" / "step_000000006"
+    proc = subprocess.run(_launch(tmp, noise, _table(tmp, TABLE), "--train_epochs=3", "--train_steps=7",
+                                  "--DISPLAY_STEP=1", f"--resume={start}"),
+                          cwd="/", env=env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    logs = [(tmp / "out" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
+    return tmp / "out", proc.stdout, logs, start
+
+
+def test_two_ranks_keep_identical_weights_on_different_shards(two_ranks):
+    out, stdout, logs, _ = two_ranks
+    shards = [_field(r"shard sha256 (\w+)", log) for log in logs]
+    weights = [_field(r"final weights sha256 (\w+)", log) for log in logs]
+    assert shards[0] != shards[1] and weights[0] == weights[1]
+    # both resumed rank 0's checkpoint (rank 1 through the all-reduce) with its seed, and ran step 7 only
+    assert "resume: restored" in logs[0] and "resume: rank 0 restored its checkpoint" in logs[1]
+    assert all(re.findall(r"Step/Batch: (\d+)", log) == ["000000007"] for log in logs)
+    # rank 0 alone prints the banner, writes the records and the checkpoint
+    assert stdout.count("Final result") == 1 and "Final result" not in logs[1]
+    banner = parse_banner(stdout)
+    record = json.loads((out / f"{CASE}.json").read_text())
+    assert record["rank_size"] == 2 and record["global_batch_size"] == 16 and record["steps"] == 1
+    assert record["all_reduce"] == "tf-collective" and record["seed"] == 3
+    assert banner["images_per_sec"] == pytest.approx(record["images_per_sec"], rel=1e-2) and banner["images_per_sec"] > 0
+    log = dict(line.split(" = ", 1) for line in (out / f"{CASE}.log").read_text().splitlines())
+    assert log["RankSize"] == "2" and log["BatchSize"] == "16"
+    assert json.loads((out / "ckpt" / "step_000000007" / "state.json").read_text())["rank_size"] == 2
+    assert len(list(out.glob("*.json"))) == 1 and not list((out / "rank_1").glob("*.ckpt*"))
+
+
+def _half_batches(noise, seed=3, batch=8, world=2):
+    """Rank r's images of global step 7 (epoch 2, first batch): train.py's shard and batch order."""
+    x, y, _, _ = utils.load_cifar(noise)
+    n = len(x) // world
+    first = utils.random_batch(n, batch, np.random.RandomState(seed))[0]
+    return [(x[r::world][:n][first].astype(np.float32), y[r::world][:n][first]) for r in range(world)]
+
+
+def test_two_rank_step_is_the_mean_of_the_half_batch_gradients(two_ranks, noise):
+    out, _, _, start = two_ranks
+    graph = tf.Graph()
+    with graph.as_default():
+        g = train.build_graph(5e-4, 0.9, False, None)
+        grads, weights = zip(*g["grads"])
+        with tf1.Session(graph=graph) as sess:
+            tf1.train.Saver().restore(sess, str(start / "cspdarknet53.ckpt"))
+            w0 = sess.run(weights)
+            half = [sess.run(grads, {g["x"]: x, g["y"]: y}) for x, y in _half_batches(noise)]
+    before, after = tf.train.load_checkpoint(str(start / "cspdarknet53.ckpt")), \
+        tf.train.load_checkpoint(str(out / "cspdarknet53.ckpt"))
+    names = [v.op.name for v in weights]
+    got = [after.get_tensor(n) for n in names]
+
+    def momentum_step(grad_sets):  # tf.train.MomentumOptimizer: accum = 0.9 accum + g; w -= lr accum
+        mean = [np.mean(gs, axis=0) for gs in zip(*grad_sets)]
+        return [w - 1e-3 * (0.9 * before.get_tensor(n + "/Momentum") + gm) for w, n, gm in zip(w0, names, mean)]
+
+    def rel_err(want):
+        num = np.sqrt(sum(np.sum((a.astype(np.float64) - b) ** 2) for a, b in zip(got, want)))
+        return num / np.sqrt(sum(np.sum((b.astype(np.float64) - w) ** 2) for b, w in zip(want, w0)))
+
+    assert rel_err(momentum_step(half)) < 1e-3
+    # the check can tell: rank 0's half-batch alone, or the sum instead of the mean, is far off
+    assert rel_err(momentum_step(half[:1])) > 0.05
+    assert rel_err(momentum_step([[2 * a for a in half[0]], [2 * b for b in half[1]]])) > 0.05
+
+
+def test_killing_a_rank_stops_the_job_non_zero_without_orphans(noise, tmp_path):
+    proc = subprocess.Popen(_launch(tmp_path, noise, _table(tmp_path, TABLE), "--train_epochs=50"), cwd="/",
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        pids = {}
+        for line in proc.stdout:
+            m = re.match(r"launch: rank (\d) device \d pid (\d+)", line)
+            if m:
+                pids[int(m.group(1))] = int(m.group(2))
+            if len(pids) == 2:
+                break
+        log = tmp_path / "out" / "rank_1" / "train.log"
+        deadline = time.time() + 300
+        while "shard sha256" not in log.read_text():  # rank 1 is up and has read its data
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        t0 = time.time()
+        os.kill(pids[1], signal.SIGKILL)
+        rest = proc.communicate(timeout=60)[0]
+        # the launcher polls every 0.2 s, then SIGTERM and at most 10 s later SIGKILL for the others
+        assert proc.returncode != 0 and "rank 1 exited with -9" in rest and time.time() - t0 < 15
+        with pytest.raises(ProcessLookupError):
+            os.kill(pids[0], 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+BAD_TABLES = {
+    "missing key": ({k: v for k, v in TABLE.items() if k != "status"}, "missing key 'status'"),
+    "duplicate rank": ({**TABLE, "server_list": [{**TABLE["server_list"][0], "device": [
+        DEVICES[0], {**DEVICES[1], "rank_id": "0"}]}]}, "duplicate rank_id 0"),
+    "server_count mismatch": ({**TABLE, "server_count": "2"}, "server_count is 2"),
+    "device_num mismatch": (TABLE, "--device_num is 8"),
+    "unreadable JSON": ('{"version": "1.0", "server_count": ', "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("fault", BAD_TABLES)
+def test_bad_rank_table_fails_before_any_worker_starts(noise, tmp_path, fault):
+    table, message = BAD_TABLES[fault]
+    cmd = _launch(tmp_path, noise, _table(tmp_path, table), "--device_num=8")
+    proc = subprocess.run(cmd, cwd="/", env=env(), capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0] and "rank_table.json" in lines[0], \
+        proc.stderr
+    assert "launch: rank" not in proc.stdout and not (tmp_path / "out" / "rank_0").exists()
+
+
+def test_two_servers_on_loopback_end_with_identical_weights(noise, tmp_path):
+    """A two-node table (127.0.0.1 and 127.0.0.2, one device each): one launcher per "server", fresh start."""
+    table = _table(tmp_path, {**TABLE, "server_count": "2", "server_list": [
+        {"server_id": "127.0.0.1", "host_nic_ip": "reserve", "device": [DEVICES[0]]},
+        {"server_id": "127.0.0.2", "host_nic_ip": "reserve", "device": [{**DEVICES[1], "device_id": "0"}]}]})
+    port = _free_port()
+    procs = [subprocess.Popen(_launch(tmp_path, noise, table, f"--server_index={i}", "--train_epochs=1",
+                                      "--train_steps=2", "--seed=4", out=f"node{i}", port=port),
+                              cwd="/", env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    logs = [(tmp_path / f"node{r}" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
+    shards = [_field(r"shard sha256 (\w+)", log) for log in logs]
+    weights = [_field(r"final weights sha256 (\w+)", log) for log in logs]
+    assert shards[0] != shards[1] and weights[0] == weights[1]
+    assert "Final result" in outs[0] and "Final result" not in outs[1]
+    record = json.loads((tmp_path / "node0" / f"{CASE}.json").read_text())
+    assert record["rank_size"] == 2 and record["steps"] == 2
+    assert not list((tmp_path / "node1").glob("*.json")) and not (tmp_path / "node1" / "ckpt").exists()
