@@ -457,15 +457,15 @@ def summarise(trials) -> dict:
 def markdown(results) -> str:
     head = ("| recipe | trials | kills (2nd kills) | kills during a save | resumed from the newest checkpoint | "
             "finished | bit-exact | within tolerance | mismatches | steps lost beyond the interval "
-            "(most redone / interval) | largest weight diff | runs left with temp files |")
-    rows = [head, "|" + "---|" * 12]
+            "(most redone / interval) | largest weight diff | runs left with temp files | seconds |")
+    rows = [head, "|" + "---|" * 13]
     for r in results:
         s = r["summary"]
         rows.append(f"| {r['recipe']} | {s['trials']} | {s['kills']} ({s['second_kills']}) | {s['kills_during_save']} "
                     f"| {s['resumed_from_newest']}/{s['resumes']} | {s['finished']} | {s['bit_exact']} "
                     f"| {s['within_tolerance']} | {s['mismatches']} | {s['lost_beyond_interval']} "
                     f"({s['max_redone']} / {r['checkpoint_interval_steps']}) | {s['max_abs_diff']:.3g} "
-                    f"| {s['runs_with_temps_left']} |")
+                    f"| {s['runs_with_temps_left']} | {r['seconds']} |")
     return "\n".join(rows) + "\n"
 
 

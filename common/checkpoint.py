@@ -27,11 +27,11 @@ _TEMP = re.compile(r"^\..+\.tmp(\.ckpt|\.tmp)?$")
 
 
 def _out_of_space(exc: BaseException, directory: Path) -> bool:
-    seen = exc
-    while seen is not None:
+    seen, depth = exc, 0
+    while seen is not None and depth < 20:  # the chain of causes, bounded: a hand-made chain may loop
         if getattr(seen, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "no space left" in str(seen).lower():
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
     try:
         st = os.statvfs(directory)
     except OSError:
