@@ -63,6 +63,10 @@ def start(cluster, session_config):
     # reads the same TF_CONFIG; must exist before any variable is created
     cluster.strategy = tf1.distribute.experimental.MultiWorkerMirroredStrategy()
     config = cluster.strategy.update_config_proto(session_config)
+    # the workers of one host share its cores: each takes its part rather than all of them
+    host = cluster.workers[cluster.rank].rsplit(":", 1)[0]
+    local = sum(w.rsplit(":", 1)[0] == host for w in cluster.workers)
+    config.intra_op_parallelism_threads = max(1, config.intra_op_parallelism_threads // local)
     cluster.server = tf.distribute.Server(tf.train.ClusterSpec({"worker": cluster.workers}), job_name="worker",
                                           task_index=cluster.rank, config=config, start=True)
     return cluster.server.target, config

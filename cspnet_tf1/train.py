@@ -310,8 +310,10 @@ if __name__ == "__main__":
     except (DatasetError, CheckpointError, FloatingPointError, RuntimeError, ValueError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         sys.exit(1)
-    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError,
-            tf.errors.AbortedError) as exc:
-        print(f"ERROR: no answer from the other ranks ({type(exc).__name__}: {exc.message.strip().splitlines()[0]}); "
-              "did a rank die? (--collective_timeout)", file=sys.stderr)
+    except tf.errors.DeadlineExceededError:
+        print("ERROR: the other ranks did not answer within --collective_timeout seconds; did a rank die?",
+              file=sys.stderr)
+        sys.exit(1)
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as exc:
+        print(f"ERROR: lost the connection to another rank ({type(exc).__name__}); did a rank die?", file=sys.stderr)
         sys.exit(1)

@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -159,6 +160,23 @@ def test_killing_a_rank_stops_the_job_non_zero_without_orphans(noise, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_rank_whose_peer_never_answers_fails_after_the_collective_timeout(noise, tmp_path):
+    """What a rank sees when its peer on another server is gone: no launcher there to stop it, only the deadline."""
+    port = _free_port()
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]},
+                 "task": {"type": "worker", "index": 0}}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, RECIPE / "train.py", f"--data_path={noise}", f"--output_path={tmp_path}",
+                           "--batch_size=8", "--device=cpu", "--collective_timeout=5"], cwd=RECIPE,
+                          env={**env(), "TF_CONFIG": json.dumps(tf_config)}, capture_output=True, text=True,
+                          timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert proc.returncode == 1 and len(errors) == 1 and "did not answer within --collective_timeout" in errors[0], \
+        proc.stderr[-2000:]
+    assert "rank 0/2" in proc.stdout and time.time() - t0 < 120
+    assert not (tmp_path / "ckpt").exists()
 
 
 BAD_TABLES = {
