@@ -48,7 +48,8 @@ def worker_env(table, dev, device, workers):
            "MZ_LAUNCHER_PID": str(os.getpid())}
     env.pop("TF_CONFIG", None)
     if workers:
-        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": dev.rank_id}})
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
+                                       "task": {"type": "worker", "index": dev.rank_id}})
     if workers and device in ("gpu", "auto"):
         # one GPU per worker (harmless without one): MirroredStrategy would otherwise take every visible GPU
         env["CUDA_VISIBLE_DEVICES"] = str(dev.device_id)

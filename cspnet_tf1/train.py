@@ -9,7 +9,7 @@ The original reports top-1 0.6605 (GPU) / 0.6645 (Ascend 910) on CIFAR-10 after 
 Several devices: ``launch.py`` (through test/train_*_8p.sh) starts one process per device; see dist.py.
 """
 import argparse
-import contextlib
+import functools
 import os
 import sys
 import time
@@ -90,10 +90,12 @@ def build_graph(lmbda, momentum, mixed_precision, seed, cluster=None):
     x = tf1.placeholder(tf.float32, [None, 32, 32, 3])
     y = tf1.placeholder(tf.float32, [None, utils.NUM_CLASSES])
     lr = tf1.placeholder(tf.float32)
-    with cluster.strategy.scope() if cluster.strategy else contextlib.nullcontext():
-        g = cluster.strategy.extended.call_for_each_replica(_tower, args=(x, y, lr, lmbda, momentum, mixed_precision,
-                                                                          cluster)) \
-            if cluster.strategy else _tower(x, y, lr, lmbda, momentum, mixed_precision, cluster)
+    tower = functools.partial(_tower, x, y, lr, lmbda, momentum, mixed_precision, cluster)
+    if cluster.strategy:
+        with cluster.strategy.scope():
+            g = cluster.strategy.extended.call_for_each_replica(tower)
+    else:
+        g = tower()
     summaries = tf1.summary.merge([tf1.summary.scalar("loss", g["loss"]), tf1.summary.scalar("l2_loss", g["l2_loss"]),
                                    tf1.summary.scalar("accuracy", g["accuracy"])])
     return dict(g, x=x, y=y, lr=lr, summaries=summaries)

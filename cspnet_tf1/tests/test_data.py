@@ -1,7 +1,6 @@
 """CIFAR-10 input: real-format files (digits, noise), batching as the original, opt-in augmentation, bad inputs."""
 import pickle
 import shutil
-import sys
 
 import numpy as np
 import pytest
