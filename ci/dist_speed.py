@@ -105,6 +105,15 @@ def read_record(out: Path, ranks: int) -> dict:
     return found[0]
 
 
+def prune(out: Path) -> None:
+    """Keep a successful run's logs and records, drop its checkpoints and models (about 2 GB for all recipes)."""
+    for path in sorted(out.rglob("*"), reverse=True):
+        if path.is_file() and path.suffix not in (".log", ".json", ".csv"):
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def shown(argv, cwd=ROOT) -> str:
     """A command as typed in ``cwd``, with the repository's paths relative to it (no path of this machine)."""
     up = "" if Path(cwd) == ROOT else os.path.relpath(ROOT, cwd) + os.sep
@@ -145,6 +154,7 @@ def run_one(recipe: str, ranks: int, steps: int, table: Path, timeout: int) -> d
     except ValueError as exc:
         res["error"] = str(exc)
         return res
+    prune(out)
     res.update(images_per_sec=rec["images_per_sec"], batch_size=rec["batch_size"],
                global_batch_size=rec.get("global_batch_size"), steps=rec.get("steps"),
                warmup_seconds=rec.get("warmup_seconds"), case_name=rec.get("case_name"))
