@@ -89,9 +89,10 @@ def test_two_workers_match_one_process_on_the_same_global_batch(mirrored_pairs, 
     ResNet-20 normalises with per-replica batch statistics (no SyncBN), which normally makes a 2 x 8 step differ
     from a 1 x 16 step; here both ranks hold the same 8 pictures, so every replica's BatchNorm statistics equal
     the global batch's and the first step's loss must agree to print precision (5 significant digits). Later
-    steps agree only loosely (measured: 5e-4 and 2.4e-3): Adam divides by the root of its second moment, so
-    a parameter whose exact gradient is zero (a conv bias feeding straight into BatchNorm) turns float32
-    rounding noise into an update of up to lr (1e-3), and one mean of 16 rounds differently from two means of 8.
+    steps agree only loosely (measured: 5e-4 and 2.4e-3), most likely through Adam: it divides by the root of
+    its second moment, so a parameter whose exact gradient is zero (a conv bias feeding straight into
+    BatchNorm) turns float32 rounding noise into an update of up to lr (1e-3), and one mean of 16 rounds
+    differently from two means of 8.
     """
     flags = [f"--data_path={mirrored_pairs}", "--train_epochs=3", "--device=cpu", "--no_cutmix", "--log_steps=1"]
     one_out = tmp_path / "one"
