@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# as the entry points do, before this process imports TensorFlow: in-process recomputations then use the same
+# (oneDNN) kernels as the runs they check
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "cspnet_tf1"
 for p in (str(ROOT), str(RECIPE)):

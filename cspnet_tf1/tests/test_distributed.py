@@ -128,7 +128,8 @@ def test_two_rank_step_is_the_mean_of_the_half_batch_gradients(two_ranks, noise)
         num = np.sqrt(sum(np.sum((a.astype(np.float64) - b) ** 2) for a, b in zip(got, want)))
         return num / np.sqrt(sum(np.sum((b.astype(np.float64) - w) ** 2) for b, w in zip(want, w0)))
 
-    assert rel_err(momentum_step(half)) < 1e-3
+    # same kernels (oneDNN, see conftest) and the same arithmetic: equal up to float32 rounding (measured: 0.0)
+    assert rel_err(momentum_step(half)) < 1e-5
     # the check can tell: rank 0's half-batch alone, or the sum instead of the mean, is far off
     assert rel_err(momentum_step(half[:1])) > 0.05
     assert rel_err(momentum_step([[2 * a for a in half[0]], [2 * b for b in half[1]]])) > 0.05
