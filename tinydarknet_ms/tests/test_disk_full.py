@@ -13,9 +13,11 @@ MIB = 1 << 20
 
 
 def test_full_disk_at_the_second_checkpoint_stops_with_one_line_and_keeps_the_first(digits, tmp_path):
-    train_only = tmp_path / "data"  # no val folder: no closing evaluation
-    train_only.mkdir()
-    (train_only / "train").symlink_to(digits / "train")
+    train_only = tmp_path / "data"  # 4 images per class and no val folder: a quick start, no closing evaluation
+    for cls in sorted((digits / "train").iterdir()):
+        (train_only / "train" / cls.name).mkdir(parents=True)
+        for img in sorted(cls.iterdir())[:4]:
+            (train_only / "train" / cls.name / img.name).symlink_to(img)
     # one checkpoint is 7.3 MB at 32 px / 10 classes: 10 MiB holds the first, its summary and curves, not a second
     with small_tmpfs(10 * MIB) as fs:
         out = fs / "out"
