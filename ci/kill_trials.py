@@ -414,7 +414,8 @@ def run_recipe(name, recipe: Recipe, trials, seed, work: Path, p_save, p_second,
                                               f"--p_save {p_save} --p_second {p_second}",
             "command": f"cd {recipe.folder} && " + " ".join(shlex.quote(c) for c in shown),
             "resume_flag": " ".join(recipe.resume), "steps_per_epoch": recipe.steps_per_epoch, "epochs": recipe.epochs,
-            "checkpoint_interval_steps": recipe.steps_per_epoch, "tolerance": {"rtol": recipe.rtol, "atol": recipe.atol},
+            "checkpoint_interval_steps": recipe.steps_per_epoch,
+            "tolerance": {"rtol": recipe.rtol, "atol": recipe.atol},
             "reference_seconds": ref["seconds"], "seconds_per_step": round(step_sec, 3), "trials": results,
             "summary": summarise(results), "seconds": round(time.time() - t0)}
 
