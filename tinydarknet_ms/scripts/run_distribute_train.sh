@@ -11,6 +11,19 @@
 # Environment: SERVER_INDEX (default auto: the server whose server_id is a local address), MASTER_PORT
 #   (default 8118), CLUSTER_TIME_OUT (seconds msrun waits for all ranks to join, default 120).
 # The job exits non-zero if any rank fails; the remaining ranks are stopped.
+
+# wait_ranks: wait for the processes in pids; the first one that fails stops the others. Returns its status.
+wait_ranks() {
+  local rc=0 status p alive
+  while [ ${#pids[@]} -gt 0 ]; do
+    wait -n "${pids[@]}"; status=$?
+    alive=(); for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
+    if [ $status -ne 0 ]; then rc=$status; kill "${alive[@]}" 2>/dev/null; wait; break; fi
+    pids=("${alive[@]}")
+  done
+  return $rc
+}
+
 if [ $# -lt 2 ]; then
   echo "Usage: bash $0 RANK_TABLE_FILE [imagenet] TRAIN_DATA_DIR [--<key>=<value> ...]" >&2; exit 2
 fi
@@ -48,13 +61,7 @@ if [ "$device_target" = Ascend ] || { [ "$device_target" = auto ] && "$MZ_PYTHON
      exec "$MZ_PYTHON" "${train[@]}" --output_path="$output_path" "$@" > log 2>&1) &
     pids+=($!)
   done
-  rc=0
-  while [ ${#pids[@]} -gt 0 ]; do
-    wait -n "${pids[@]}"; status=$?
-    alive=(); for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
-    if [ $status -ne 0 ]; then rc=$status; kill "${alive[@]}" 2>/dev/null; wait; break; fi
-    pids=("${alive[@]}")
-  done
+  wait_ranks; rc=$?
   [ $rc -eq 0 ] || echo "ERROR: a rank failed (exit $rc); see train_parallel*/log" >&2
   exit $rc
 fi
@@ -74,13 +81,7 @@ if [ "$SERVER_INDEX" != "$MASTER_INDEX" ]; then
       "$MZ_PYTHON" "${train[@]}" --output_path="$output_path" "$@" > "$output_path/msrun_logs/worker_$rank.log" 2>&1 &
     pids+=($!)
   done
-  rc=0
-  while [ ${#pids[@]} -gt 0 ]; do
-    wait -n "${pids[@]}"; status=$?
-    alive=(); for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
-    if [ $status -ne 0 ]; then rc=$status; kill "${alive[@]}" 2>/dev/null; wait; break; fi
-    pids=("${alive[@]}")
-  done
+  wait_ranks; rc=$?
   [ $rc -eq 0 ] || echo "ERROR: distributed job failed on server $SERVER_INDEX (exit $rc); see $output_path/msrun_logs/worker_*.log" >&2
   exit $rc
 fi
