@@ -94,8 +94,14 @@ def run_recipe(name: str, spec: dict, data: Path, device: str, tag: str = "recip
     if proc.returncode != 0:
         res["error"] = f"exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
         return res
-    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    recs = [r for r in recs if isinstance(r, dict) and "images_per_sec" in r]
+    recs = []
+    for p in sorted(out.glob("*.json")):
+        try:  # other JSON files live beside the run record (mmcv's JSON-lines log, for one)
+            r = json.loads(p.read_text())
+        except ValueError:
+            continue
+        if isinstance(r, dict) and "images_per_sec" in r:
+            recs.append(r)
     if not recs:
         res["error"] = "no run record written"
         return res
