@@ -33,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--DISPLAY_STEP", default=10, type=int, help="print the running accuracy every N batches")
     p.add_argument("--batch_size", default=64, type=int, help="must equal the training --batch_size to reproduce it")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "npu"])
+    p.add_argument("--conv_impl", default="auto", choices=cspdarknet53.CONV_IMPLS,
+                   help="how convolutions run (same results; see train.py --conv_impl)")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.DISPLAY_STEP < 1:
         p.error("--batch_size and --DISPLAY_STEP must be positive integers")
@@ -47,6 +49,7 @@ def main(argv=None):
     batches = utils.eval_batches(len(x_te), args.batch_size)
 
     tf1.disable_eager_execution()
+    cspdarknet53.set_conv_impl(args.conv_impl, device)
     x = tf1.placeholder(tf.float32, [None, 32, 32, 3])
     y = tf1.placeholder(tf.float32, [None, utils.NUM_CLASSES])
     pred = cspdarknet53.classifier(x)

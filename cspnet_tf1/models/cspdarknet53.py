@@ -22,11 +22,64 @@ LOGITS_NODE = "stage6/Add_1"
 CSP_STAGES = ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 1024, 4))
 
 
+# How convolutions are computed (never what they compute): "conv2d" is the original's tf.nn.conv2d for
+# every layer; "matmul" computes the same sums as matrix products where the maps are small (see conv2d);
+# "auto" is conv2d on Ascend (the original's graph for its conv-native cube unit), matmul elsewhere.
+CONV_IMPLS = ("auto", "matmul", "conv2d")
+_conv_impl = "matmul"
+
+
+def set_conv_impl(impl, device="cpu"):
+    """Select the formulation for graphs built from now on (the --conv_impl flag of train.py / test.py)."""
+    global _conv_impl
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+    _conv_impl = ("conv2d" if device == "npu" else "matmul") if impl == "auto" else impl
+    return _conv_impl
+
+
+def _same_offsets(size, kernel, stride):
+    """Output size and the leading pad of TF's SAME padding along one axis."""
+    out = -(-size // stride)
+    return out, max((out - 1) * stride + kernel - size, 0) // 2
+
+
+def conv2d(x, w, stride):
+    """SAME convolution of NHWC ``x`` with HWIO ``w``; equal to tf.nn.conv2d up to summation order.
+
+    Why: from stage 4 on the maps are 4x4 down to 1x1, where oneDNN's convolution kernels (above all
+    the filter gradient) run at a small fraction of the CPU's matmul rate; a 1x1 kernel there was
+    ~60x slower than the same product as a MatMul. So a 1x1 kernel becomes one MatMul over all
+    positions, and a map of at most 2x2 positions becomes one MatMul against the block matrix of the
+    taps each (input position, output position) pair uses: padding taps are skipped, not multiplied
+    by zero. Bigger maps with 3x3 kernels keep tf.nn.conv2d. Gradients follow by autodiff.
+    """
+    kh, kw, cin, cout = (int(d) for d in w.shape)
+    h, wd = int(x.shape[1]), int(x.shape[2])
+    if _conv_impl == "conv2d" or (kh * kw > 1 and h * wd > 4):
+        return tf.nn.conv2d(x, w, strides=[1, stride, stride, 1], padding="SAME")
+    if kh == kw == 1 and stride == 1:
+        y = tf.matmul(tf.reshape(x, [-1, cin]), tf.reshape(w, [cin, cout]))
+        return tf.reshape(y, [-1, h, wd, cout])
+    (ho, pt), (wo, pl) = _same_offsets(h, kh, stride), _same_offsets(wd, kw, stride)
+    # index of the tap that input position (p, q) meets at output position (i, j); kh*kw = none (zero)
+    taps = [[(a * kw + b) if 0 <= a < kh and 0 <= b < kw else kh * kw
+             for i in range(ho) for j in range(wo) for a, b in [(p - i * stride + pt, q - j * stride + pl)]]
+            for p in range(h) for q in range(wd)]
+    # one gather (its gradient is a single segment sum) rather than a slice per block, whose gradients
+    # would each be a full-size zero-padded copy of w
+    flat = tf.concat([tf.reshape(w, [kh * kw, cin, cout]), tf.zeros([1, cin, cout], w.dtype)], axis=0)
+    big = tf.gather(flat, taps)  # [h*wd, ho*wo, cin, cout]
+    big = tf.reshape(tf.transpose(big, [0, 2, 1, 3]), [h * wd * cin, ho * wo * cout])
+    y = tf.matmul(tf.reshape(x, [-1, h * wd * cin]), big)
+    return tf.reshape(y, [-1, ho, wo, cout])
+
+
 def conv_block(x, kernel_size, in_channels, out_channels, stride, tag):
     """conv (SAME, bias) -> batch-axis normalisation -> Mish; ``tag`` names the variables w_<tag>, b_<tag>."""
     w = utils.weight([kernel_size, kernel_size, in_channels, out_channels], name="w_" + tag)
     b = utils.bias(0.0, [out_channels], name="b_" + tag)
-    x = tf.add(tf.nn.conv2d(x, w, strides=[1, stride, stride, 1], padding="SAME"), b)
+    x = tf.add(conv2d(x, w, stride), b)
     return utils.mish(utils.batch_norm(x))
 
 

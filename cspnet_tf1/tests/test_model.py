@@ -63,3 +63,74 @@ def test_batch_axis_normalisation_makes_outputs_depend_on_the_batch(net):
     b[0] = a[0]
     out_a, out_b = sess.run(logits, {x: a}), sess.run(logits, {x: b})
     assert not np.allclose(out_a[0], out_b[0])
+
+
+# -- --conv_impl: the matmul formulation must compute exactly what tf.nn.conv2d computes ------------------
+@pytest.mark.parametrize("size,kernel,stride", [(1, 3, 1), (2, 3, 1), (2, 3, 2), (1, 1, 1), (2, 1, 1), (4, 1, 1),
+                                                (16, 1, 1), (4, 3, 2), (3, 2, 1)])
+def test_small_map_convolution_equals_conv2d_with_gradients(size, kernel, stride):
+    rng = np.random.RandomState(size * 10 + kernel + stride)
+    x_val = rng.randn(3, size, size, 5).astype(np.float32)
+    w_val = rng.randn(kernel, kernel, 5, 7).astype(np.float32)
+    results = {}
+    for impl in ("conv2d", "matmul"):
+        graph = tf.Graph()
+        with graph.as_default():
+            x, w = tf1.constant(x_val), tf1.constant(w_val)
+            cspdarknet53.set_conv_impl(impl)
+            y = cspdarknet53.conv2d(x, w, stride)
+            loss = tf.reduce_sum(y * y)
+            with tf1.Session(graph=graph) as sess:
+                results[impl] = sess.run([y] + tf1.gradients(loss, [x, w]))
+            results[impl + "_convs"] = sum(op.type == "Conv2D" for op in graph.get_operations())
+    cspdarknet53.set_conv_impl("matmul")
+    for ref, got in zip(results["conv2d"], results["matmul"]):
+        assert ref.shape == got.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
+    # 3x3 kernels on maps above 2x2 stay convolutions; everything else must have been rewritten
+    assert results["matmul_convs"] == (1 if kernel > 1 and size * size > 4 else 0)
+
+
+def _logits_and_grads(impl, feed_x, values=None):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(0)
+        cspdarknet53.set_conv_impl(impl)
+        x = tf1.placeholder(tf.float32, [None, 32, 32, 3])
+        logits = cspdarknet53.classifier(x)
+        variables = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+        # the kernels only: a conv bias is removed again by the batch-axis normalisation that follows it,
+        # so its true gradient is 0 and what float32 returns is rounding noise
+        grads = tf1.gradients(tf.reduce_sum(tf.nn.log_softmax(logits)[:, 0]), graph.get_collection("weights"))
+        convs = sum(op.type == "Conv2D" for op in graph.get_operations())
+        with tf1.Session(graph=graph) as sess:
+            sess.run(tf1.global_variables_initializer())
+            if values is not None:
+                for v, val in zip(variables, values):
+                    v.load(val, sess)
+            out = sess.run([logits] + grads, {x: feed_x})
+            values = sess.run(variables)
+    cspdarknet53.set_conv_impl("matmul")
+    return out, values, convs
+
+
+def test_matmul_network_equals_the_conv2d_network():
+    feed = np.random.RandomState(2).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    ref, values, ref_convs = _logits_and_grads("conv2d", feed)
+    got, _, convs = _logits_and_grads("matmul", feed, values)
+    # the 16 3x3 convs that read a map above 2x2 stay (stages 1-4 and stage 5's stride-2 conv); 56 become matmuls
+    assert ref_convs == 72 and convs == 16
+    # 72 layers that each normalise over a batch of 4 amplify float32 summation-order differences, so
+    # compare as vectors: a wrong tap or layout gives errors of order 1; measured 5e-4 (logits) and at most
+    # 1.7e-3 (kernel gradients)
+    rel = [np.linalg.norm(g - r) / np.linalg.norm(r) for r, g in zip(ref, got)]
+    assert rel[0] < 5e-3, rel[0]
+    assert max(rel[1:]) < 1e-2, max(rel[1:])
+
+
+def test_auto_keeps_conv2d_on_ascend():
+    assert cspdarknet53.set_conv_impl("auto", "npu") == "conv2d"
+    assert cspdarknet53.set_conv_impl("auto", "gpu") == "matmul"
+    assert cspdarknet53.set_conv_impl("auto", "cpu") == "matmul"
+    with pytest.raises(ValueError):
+        cspdarknet53.set_conv_impl("winograd")
