@@ -37,7 +37,7 @@ RECIPES = {
     "cspnet_tf1": {"env": "tf", "format": "cifar10", "n_train": 64 * 24, "args": ["--train_epochs=2", "--batch_size=64"],
                    "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
                                {"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
-                              ("convolutions on <=2x2 maps and 1x1 kernels as matmuls (--conv_impl auto -> matmul)",
+                              ("1x1 kernels and 3x3 kernels on <=2x2 maps as matmuls (--conv_impl auto -> matmul)",
                                {}, ["--conv_impl=conv2d"])]},
     "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"],
                    "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",

@@ -62,8 +62,9 @@ def parse_args(argv=None):
                    help="images per validation batch (default --batch_size, as the original); the normalisation "
                         "uses each batch's statistics, so larger batches score higher")
     p.add_argument("--conv_impl", default="auto", choices=cspdarknet53.CONV_IMPLS,
-                   help="how convolutions run (same results): matmul = small maps as matrix products (1.8x "
-                        "faster on CPU), conv2d = tf.nn.conv2d everywhere as the original; auto = conv2d on npu")
+                   help="how convolutions run (same sums): matmul = 1x1 kernels and maps of at most 2x2 as "
+                        "matrix products (~1.9x faster on CPU); conv2d = tf.nn.conv2d everywhere as the original; "
+                        "auto = conv2d on npu, matmul elsewhere")
     p.add_argument("--perf", action="store_true", help="name the run record ..._perf instead of ..._acc")
     p.add_argument("--collective_timeout", default=600, type=float,
                    help="several ranks: seconds a step may wait for the other ranks before the run fails (0: no limit)")

@@ -35,8 +35,8 @@ def main() -> None:
     sess.close()
 
     # forward FLOPs at batch 1 from the profiler; a training step is counted as 3x forward. The count is of
-    # the graph the recipe runs (--conv_impl matmul: padding taps skipped); the conventional count of the
-    # all-Conv2D graph, which includes the zero-padding taps of the 1x1 and 2x2 maps, is reported beside it
+    # the graph the recipe runs (--conv_impl matmul: padding taps of the <=2x2 maps skipped); the conventional count
+    # of the all-Conv2D graph, which includes those zero-padding taps, is reported beside it
     def forward_flops(impl):
         fwd = tf.Graph()
         with fwd.as_default():

@@ -11,6 +11,7 @@ Mirrors ``models/cspdarknet53.py`` of Ascend ModelZoo-TensorFlow CSPNet_ID0840 (
 Variable and name-scope names follow the original so that its checkpoints restore into this graph,
 and the logits op is ``stage6/Add_1``, the output node the Ascend ACL companion freezes.
 """
+import numpy as np
 import tensorflow as tf
 
 import utils
@@ -23,9 +24,11 @@ CSP_STAGES = ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 102
 
 
 # How convolutions are computed (never what they compute): "conv2d" is the original's tf.nn.conv2d for
-# every layer; "matmul" computes the same sums as matrix products where the maps are small (see conv2d);
-# "auto" is conv2d on Ascend (the original's graph for its conv-native cube unit), matmul elsewhere.
+# every layer; "matmul" computes 1x1 kernels, and 3x3 kernels on maps of at most 2x2 positions (stages 5
+# and 6), as matrix products (see conv2d); "auto" is conv2d on Ascend (the original's graph for its
+# conv-native cube unit), matmul elsewhere.
 CONV_IMPLS = ("auto", "matmul", "conv2d")
+MAX_BLOCK_POSITIONS = 4  # largest map (H*W) a 3x3 kernel runs as a matmul on
 _conv_impl = "matmul"
 
 
@@ -48,15 +51,15 @@ def conv2d(x, w, stride):
     """SAME convolution of NHWC ``x`` with HWIO ``w``; equal to tf.nn.conv2d up to summation order.
 
     Why: from stage 4 on the maps are 4x4 down to 1x1, where oneDNN's convolution kernels (above all
-    the filter gradient) run at a small fraction of the CPU's matmul rate; a 1x1 kernel there was
-    ~60x slower than the same product as a MatMul. So a 1x1 kernel becomes one MatMul over all
-    positions, and a map of at most 2x2 positions becomes one MatMul against the block matrix of the
-    taps each (input position, output position) pair uses: padding taps are skipped, not multiplied
-    by zero. Bigger maps with 3x3 kernels keep tf.nn.conv2d. Gradients follow by autodiff.
+    the filter gradient) run at a small fraction of the CPU's matmul rate; a 1x1 kernel on stage 6's
+    1x1 map took ~60x longer than the same product as a MatMul. So a 1x1 kernel becomes one MatMul
+    over all positions, and a 3x3 kernel on a small map becomes one MatMul against the block matrix
+    of the taps each (input position, output position) pair meets: padding taps are skipped, not
+    multiplied by zero. Gradients follow by autodiff.
     """
     kh, kw, cin, cout = (int(d) for d in w.shape)
     h, wd = int(x.shape[1]), int(x.shape[2])
-    if _conv_impl == "conv2d" or (kh * kw > 1 and h * wd > 4):
+    if _conv_impl == "conv2d" or (kh * kw > 1 and h * wd > MAX_BLOCK_POSITIONS):
         return tf.nn.conv2d(x, w, strides=[1, stride, stride, 1], padding="SAME")
     if kh == kw == 1 and stride == 1:
         y = tf.matmul(tf.reshape(x, [-1, cin]), tf.reshape(w, [cin, cout]))
@@ -66,11 +69,18 @@ def conv2d(x, w, stride):
     taps = [[(a * kw + b) if 0 <= a < kh and 0 <= b < kw else kh * kw
              for i in range(ho) for j in range(wo) for a, b in [(p - i * stride + pt, q - j * stride + pl)]]
             for p in range(h) for q in range(wd)]
-    # one gather (its gradient is a single segment sum) rather than a slice per block, whose gradients
-    # would each be a full-size zero-padded copy of w
-    flat = tf.concat([tf.reshape(w, [kh * kw, cin, cout]), tf.zeros([1, cin, cout], w.dtype)], axis=0)
-    big = tf.gather(flat, taps)  # [h*wd, ho*wo, cin, cout]
-    big = tf.reshape(tf.transpose(big, [0, 2, 1, 3]), [h * wd * cin, ho * wo * cout])
+    if ho * wo == 1 and h * wd == 1:  # one position: the centre tap alone (a slice; no gather, no segment sum)
+        return tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w[pt, pl]), [-1, 1, 1, cout])
+    # the block matrix as a product with a constant 0/1 selection matrix: its gradient is a matmul too.
+    # (A gather was as fast, but the segment sum of its gradient varied in the last bits run to run, and a
+    # slice per block made a full-size zero-padded copy of w per block in the backward pass.)
+    select = np.zeros([h * wd * ho * wo, kh * kw], np.float32)
+    for row, tap in enumerate(t for per_p in taps for t in per_p):
+        if tap < kh * kw:
+            select[row, tap] = 1.0
+    big = tf.matmul(tf.constant(select), tf.reshape(w, [kh * kw, cin * cout]))  # [h*wd*ho*wo, cin*cout]
+    big = tf.reshape(tf.transpose(tf.reshape(big, [h * wd, ho * wo, cin, cout]), [0, 2, 1, 3]),
+                     [h * wd * cin, ho * wo * cout])
     y = tf.matmul(tf.reshape(x, [-1, h * wd * cin]), big)
     return tf.reshape(y, [-1, ho, wo, cout])
 

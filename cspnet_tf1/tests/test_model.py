@@ -69,26 +69,27 @@ def test_batch_axis_normalisation_makes_outputs_depend_on_the_batch(net):
 @pytest.mark.parametrize("size,kernel,stride", [(1, 3, 1), (2, 3, 1), (2, 3, 2), (1, 1, 1), (2, 1, 1), (4, 1, 1),
                                                 (16, 1, 1), (4, 3, 2), (3, 2, 1)])
 def test_small_map_convolution_equals_conv2d_with_gradients(size, kernel, stride):
+    impl = "matmul"
     rng = np.random.RandomState(size * 10 + kernel + stride)
     x_val = rng.randn(3, size, size, 5).astype(np.float32)
     w_val = rng.randn(kernel, kernel, 5, 7).astype(np.float32)
     results = {}
-    for impl in ("conv2d", "matmul"):
+    for name in ("conv2d", impl):
         graph = tf.Graph()
         with graph.as_default():
             x, w = tf1.constant(x_val), tf1.constant(w_val)
-            cspdarknet53.set_conv_impl(impl)
+            cspdarknet53.set_conv_impl(name)
             y = cspdarknet53.conv2d(x, w, stride)
             loss = tf.reduce_sum(y * y)
             with tf1.Session(graph=graph) as sess:
-                results[impl] = sess.run([y] + tf1.gradients(loss, [x, w]))
-            results[impl + "_convs"] = sum(op.type == "Conv2D" for op in graph.get_operations())
+                results[name] = sess.run([y] + tf1.gradients(loss, [x, w]))
+            results[name + "_convs"] = sum(op.type == "Conv2D" for op in graph.get_operations())
     cspdarknet53.set_conv_impl("matmul")
-    for ref, got in zip(results["conv2d"], results["matmul"]):
+    for ref, got in zip(results["conv2d"], results[impl]):
         assert ref.shape == got.shape
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
-    # 3x3 kernels on maps above 2x2 stay convolutions; everything else must have been rewritten
-    assert results["matmul_convs"] == (1 if kernel > 1 and size * size > 4 else 0)
+    # 1x1 kernels always become matmuls; other kernels only on maps of at most 2x2 positions
+    assert results[impl + "_convs"] == (1 if kernel > 1 and size * size > 4 else 0)
 
 
 def _logits_and_grads(impl, feed_x, values=None):
@@ -118,7 +119,8 @@ def test_matmul_network_equals_the_conv2d_network():
     feed = np.random.RandomState(2).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     ref, values, ref_convs = _logits_and_grads("conv2d", feed)
     got, _, convs = _logits_and_grads("matmul", feed, values)
-    # the 16 3x3 convs that read a map above 2x2 stay (stages 1-4 and stage 5's stride-2 conv); 56 become matmuls
+    # of the 72 convs, the 43 1x1 kernels and the 13 3x3 kernels reading a map of at most 2x2 (stage 5's 8
+    # blocks, stage 6's stride-2 conv and 4 blocks) become matmuls; the 16 others stay Conv2D
     assert ref_convs == 72 and convs == 16
     # 72 layers that each normalise over a batch of 4 amplify float32 summation-order differences, so
     # compare as vectors: a wrong tap or layout gives errors of order 1; measured 5e-4 (logits) and at most
@@ -132,5 +134,6 @@ def test_auto_keeps_conv2d_on_ascend():
     assert cspdarknet53.set_conv_impl("auto", "npu") == "conv2d"
     assert cspdarknet53.set_conv_impl("auto", "gpu") == "matmul"
     assert cspdarknet53.set_conv_impl("auto", "cpu") == "matmul"
+    assert cspdarknet53.set_conv_impl("matmul", "npu") == "matmul"
     with pytest.raises(ValueError):
         cspdarknet53.set_conv_impl("winograd")
