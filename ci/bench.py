@@ -187,7 +187,8 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
     lines = ["# Benchmarks", "",
              f"Produced by `make bench` (`python ci/bench.py{' --device gpu' if device == 'gpu' else ''}`) on {started}; "
              f"machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores, Python "
-             f"{platform.python_version()}, recipes on {device}. Every figure below comes from that run.",
+             f"{platform.python_version()}, recipes on {device}. Every figure below comes from that run "
+             f"(with `--merge`, from the runs each recipe's section dates).",
              "Method: DESIGN.md section 9 and the docstring of `ci/bench.py`. images/sec are steady-state medians of "
              "timed windows (warm-up / compilation excluded and listed apart). MFU = counted FLOPs per training "
              "image x images/sec / dense fp32 matmul FLOP/s measured in the same framework in the same run.", ""]
@@ -222,7 +223,7 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
         lines.append("")
     for name, res in results.items():
         r, b = res["recipe"], res["bare"]
-        lines += [f"## {name}", "",
+        lines += [f"## {name}", "", f"- measured: {res.get('measured', started)}",
                   f"- framework: {b.get('framework', r.get('framework', '?'))} {b.get('framework_version', r.get('framework_version', ''))}; "
                   f"threads: {b.get('threads', '?')}",
                   f"- FLOPs method: {b.get('flops_method', '-')}",
@@ -244,6 +245,9 @@ def main(argv=None) -> int:
     ap.add_argument("recipes", nargs="*", default=list(RECIPES))
     ap.add_argument("--quick", action="store_true", help="fewer timed windows (smoke test of the harness)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other recipes' results of the last run (bench_output/bench.json) and replace "
+                         "only these; each recipe's section says when it was measured")
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                     help="device of the recipe runs; gpu adds the originals' reported figures beside ours")
     args = ap.parse_args(argv)
@@ -253,6 +257,8 @@ def main(argv=None) -> int:
     OUT.mkdir(exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = {}
+    if args.merge and (OUT / "bench.json").exists():
+        results = json.loads((OUT / "bench.json").read_text())
     for name in args.recipes:
         spec = RECIPES[name]
         print(f"=== bench {name}", flush=True)
@@ -263,8 +269,10 @@ def main(argv=None) -> int:
         for i, (label, env_over, extra) in enumerate(spec["before"]):
             b = run_recipe(name, spec, data, args.device, f"before_{i}", env_over, extra)
             before.append({"change": label, "before": b})
-        results[name] = {"recipe": recipe, "bare": bare, "derived": derive(recipe, bare), "optimisations": before}
+        results[name] = {"recipe": recipe, "bare": bare, "derived": derive(recipe, bare), "optimisations": before,
+                         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(json.dumps(results[name]["derived"]), recipe.get("error", ""), bare.get("error", ""), flush=True)
+    results = {n: results[n] for n in RECIPES if n in results}  # the usual order, merged or not
     (OUT / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     md = markdown(results, started, args.device)
     Path(args.out).write_text(md + "\n")
