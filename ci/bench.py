@@ -155,6 +155,10 @@ def derive(recipe: dict, bare: dict) -> dict:
     return d
 
 
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def fmt(v, spec="{:.1f}"):
     return "-" if v is None else spec.format(v)
 
@@ -255,7 +259,7 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown recipe(s) {unknown}")
     OUT.mkdir(exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    started = utc_now()
     results = {}
     if args.merge and (OUT / "bench.json").exists():
         results = json.loads((OUT / "bench.json").read_text())
@@ -270,7 +274,7 @@ def main(argv=None) -> int:
             b = run_recipe(name, spec, data, args.device, f"before_{i}", env_over, extra)
             before.append({"change": label, "before": b})
         results[name] = {"recipe": recipe, "bare": bare, "derived": derive(recipe, bare), "optimisations": before,
-                         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                         "measured": utc_now()}
         print(json.dumps(results[name]["derived"]), recipe.get("error", ""), bare.get("error", ""), flush=True)
     results = {n: results[n] for n in RECIPES if n in results}  # the usual order, merged or not
     (OUT / "bench.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -169,8 +169,7 @@ def main(argv=None):
     train_batches = utils.random_batch(len(x_tr), args.batch_size, np.random.RandomState(seed))
     test_batches = utils.eval_batches(len(x_te), args.eval_batch_size)
     steps_per_epoch = len(train_batches)
-    print(f"device {device}, mixed precision {'on' if amp else 'off'}, convolutions {conv_impl}, "
-          f"seed {seed}; "
+    print(f"device {device}, mixed precision {'on' if amp else 'off'}, convolutions {conv_impl}, seed {seed}; "
           f"{len(x_tr)} train / {len(x_te)} test images, {steps_per_epoch} batches of {args.batch_size} per epoch")
     if cluster.distributed:
         print(f"rank {rank}/{world}: {len(x_tr)} training images, shard sha256 {dist.digest([x_tr, y_tr])}; "

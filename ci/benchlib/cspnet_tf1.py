@@ -34,11 +34,11 @@ def main() -> None:
                          steps_per_window=4 if args.quick else 8)
     sess.close()
 
-    # forward FLOPs from the profiler; a training step is counted as 3x forward. The count is of
-    # the graph the recipe runs (--conv_impl matmul: padding taps of the <=2x2 maps skipped); the conventional count
-    # of the all-Conv2D graph, which includes those zero-padding taps, is reported beside it
-    # per image = count at batch 2 minus count at batch 1, so work done once per step whatever the batch
-    # (building the block matrices from the weights) is not charged to every image
+    # forward FLOPs per image from the profiler, as count(batch 2) - count(batch 1): work done once per step
+    # whatever the batch (variable initialisers, building the block matrices from the weights) is not charged
+    # to every image. A training step counts as 3x forward. The count is of the graph the recipe runs
+    # (--conv_impl matmul skips the padding taps of the <=2x2 maps); the conventional all-Conv2D count, which
+    # includes them, is reported beside it
     def forward_flops(impl):
         counts = []
         for batch in (1, 2):
@@ -67,7 +67,8 @@ def main() -> None:
           "bare": bare, "pipeline": pipe, "flops_per_image_train": 3 * run_flops,
           "flops_per_image_train_conventional": 3 * conv2d_flops,
           "flops_method": "tf.compat.v1.profiler float_operation count of the forward graph the recipe runs, per "
-                          "image as count(batch 2) - count(batch 1) (conv, matmul, elementwise with known shapes) x 3 for forward + backward; the "
+                          "image as count(batch 2) - count(batch 1) (conv, matmul, elementwise with known shapes) "
+                          "x 3 for forward + backward; the "
                           f"conventional all-Conv2D count, which includes the padding taps of the <=2x2 maps, is "
                           f"{3 * conv2d_flops / 1e9:.3f} GFLOP/img (MFU on it would read "
                           f"{conv2d_flops / run_flops:.2f}x higher)",

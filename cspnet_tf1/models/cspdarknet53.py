@@ -59,18 +59,21 @@ def conv2d(x, w, stride):
     """
     kh, kw, cin, cout = (int(d) for d in w.shape)
     h, wd = int(x.shape[1]), int(x.shape[2])
-    if _conv_impl == "conv2d" or (kh * kw > 1 and h * wd > MAX_BLOCK_POSITIONS):
+    pointwise = kh == kw == 1 and stride == 1
+    if _conv_impl == "conv2d" or not (pointwise or h * wd <= MAX_BLOCK_POSITIONS):
         return tf.nn.conv2d(x, w, strides=[1, stride, stride, 1], padding="SAME")
-    if kh == kw == 1 and stride == 1:
+    if pointwise:
         y = tf.matmul(tf.reshape(x, [-1, cin]), tf.reshape(w, [cin, cout]))
         return tf.reshape(y, [-1, h, wd, cout])
     (ho, pt), (wo, pl) = _same_offsets(h, kh, stride), _same_offsets(wd, kw, stride)
+    if ho * wo == 1 and h * wd == 1:
+        # one position: the tap it meets, as a slice. Needed for reproducibility, not speed: through the
+        # selection product below, runs were not bit-identical (the resume test failed; cause not found)
+        return tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w[pt, pl]), [-1, 1, 1, cout])
     # index of the tap that input position (p, q) meets at output position (i, j); kh*kw = none (zero)
     taps = [[(a * kw + b) if 0 <= a < kh and 0 <= b < kw else kh * kw
              for i in range(ho) for j in range(wo) for a, b in [(p - i * stride + pt, q - j * stride + pl)]]
             for p in range(h) for q in range(wd)]
-    if ho * wo == 1 and h * wd == 1:  # one position: the centre tap alone (a slice; no gather, no segment sum)
-        return tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w[pt, pl]), [-1, 1, 1, cout])
     # the block matrix as a product with a constant 0/1 selection matrix: its gradient is a matmul too.
     # (A gather was as fast, but the segment sum of its gradient varied in the last bits run to run, and a
     # slice per block made a full-size zero-padded copy of w per block in the backward pass.)
