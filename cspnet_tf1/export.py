@@ -45,8 +45,9 @@ def freeze(prefix):
     graph = tf.Graph()
     with graph.as_default():
         x = tf1.placeholder(tf.float32, [None, 32, 32, 3], name=INPUT_NODE)
-        # the original's Conv2D graph: the form offline converters (ATC, ONNX runtimes) expect
+        # the original's Conv2D + moments graph: the form offline converters (ATC, ONNX runtimes) expect
         cspdarknet53.set_conv_impl("conv2d")
+        cspdarknet53.set_bn_impl("moments")
         logits = cspdarknet53.classifier(x)
         assert logits.op.name == OUTPUT_NODE, logits.op.name
         sess = tf1.Session(graph=graph, config=utils.session_config("cpu"))

@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "npu"])
     p.add_argument("--conv_impl", default="auto", choices=cspdarknet53.CONV_IMPLS,
                    help="how convolutions run (same results; see train.py --conv_impl)")
+    p.add_argument("--bn_impl", default="auto", choices=cspdarknet53.BN_IMPLS,
+                   help="how the normalisation runs (same results; see train.py --bn_impl)")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.DISPLAY_STEP < 1:
         p.error("--batch_size and --DISPLAY_STEP must be positive integers")
@@ -50,6 +52,7 @@ def main(argv=None):
 
     tf1.disable_eager_execution()
     cspdarknet53.set_conv_impl(args.conv_impl, device)
+    cspdarknet53.set_bn_impl(args.bn_impl, device)
     x = tf1.placeholder(tf.float32, [None, 32, 32, 3])
     y = tf1.placeholder(tf.float32, [None, utils.NUM_CLASSES])
     pred = cspdarknet53.classifier(x)

@@ -32,6 +32,22 @@ MAX_BLOCK_POSITIONS = 4  # largest map (H*W) a 3x3 kernel runs as a matmul on
 _conv_impl = "matmul"
 
 
+# How the batch-axis normalisation is computed (same maths): "moments" is the original's tf.nn.moments +
+# tf.nn.batch_normalization; "fused" is one FusedBatchNorm kernel per layer (utils.batch_norm); "auto" keeps
+# the original on Ascend and is fused elsewhere.
+BN_IMPLS = ("auto", "fused", "moments")
+_bn_impl = "fused"
+
+
+def set_bn_impl(impl, device="cpu"):
+    """Select the normalisation's formulation for graphs built from now on (the --bn_impl flag)."""
+    global _bn_impl
+    if impl not in BN_IMPLS:
+        raise ValueError(f"bn_impl must be one of {BN_IMPLS}, got {impl!r}")
+    _bn_impl = ("moments" if device == "npu" else "fused") if impl == "auto" else impl
+    return _bn_impl
+
+
 def set_conv_impl(impl, device="cpu"):
     """Select the formulation for graphs built from now on (the --conv_impl flag of train.py / test.py)."""
     global _conv_impl
@@ -93,7 +109,7 @@ def conv_block(x, kernel_size, in_channels, out_channels, stride, tag):
     w = utils.weight([kernel_size, kernel_size, in_channels, out_channels], name="w_" + tag)
     b = utils.bias(0.0, [out_channels], name="b_" + tag)
     x = tf.add(conv2d(x, w, stride), b)
-    return utils.mish(utils.batch_norm(x))
+    return utils.mish(utils.batch_norm(x, fused=_bn_impl == "fused"))
 
 
 def small_block(x, channels, tag):
