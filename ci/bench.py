@@ -22,6 +22,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +39,9 @@ RECIPES = {
                    "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
                                {"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
                               ("1x1 kernels and 3x3 kernels on <=2x2 maps as matmuls (--conv_impl auto -> matmul)",
-                               {}, ["--conv_impl=conv2d"])]},
+                               {}, ["--conv_impl=conv2d"]),
+                              ("batch-axis normalisation as one FusedBatchNorm kernel per layer (--bn_impl auto -> fused)",
+                               {}, ["--bn_impl=moments"])]},
     "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"],
                    "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
                                {"TF_ENABLE_ONEDNN_OPTS": "0"}, [])]},
@@ -138,6 +141,25 @@ def run_bare(name: str, spec: dict, data: Path, quick: bool) -> dict:
     return res
 
 
+def pool_rounds(runs: list, windows_of) -> dict:
+    """Several alternated rounds as one result: the median of every timed window of every round.
+
+    Why: this machine's speed drifts by tens of percent over minutes, so a recipe run and a bare loop
+    measured a few minutes apart can differ by that much for no reason of their own; alternating them
+    (recipe, bare, recipe, bare, ...) and pooling the windows exposes both to the same drift.
+    """
+    res = dict(runs[-1])
+    pooled = [w for r in runs for w in (windows_of(r) or [])]
+    res["rounds"] = len(runs)
+    for r in runs:
+        if r.get("error"):
+            res["error"] = r["error"]
+    rss = [r.get("peak_rss_mb") for r in runs if r.get("peak_rss_mb")]
+    if rss:
+        res["peak_rss_mb"] = max(rss)
+    return res, (statistics.median(pooled) if pooled else None), pooled
+
+
 def derive(recipe: dict, bare: dict) -> dict:
     d = {}
     r_ips, b = recipe.get("images_per_sec"), bare.get("bare", {}).get("images_per_sec")
@@ -194,7 +216,9 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
              f"{platform.python_version()}, recipes on {device}. Every figure below comes from that run "
              f"(with `--merge`, from the runs each recipe's section dates).",
              "Method: DESIGN.md section 9 and the docstring of `ci/bench.py`. images/sec are steady-state medians of "
-             "timed windows (warm-up / compilation excluded and listed apart). MFU = counted FLOPs per training "
+             "timed windows (warm-up / compilation excluded and listed apart), pooled over the alternated rounds "
+             "of recipe run and bare loop each section lists (the machine's speed drifts over minutes; see "
+             "pool_rounds in `ci/bench.py`). MFU = counted FLOPs per training "
              "image x images/sec / dense fp32 matmul FLOP/s measured in the same framework in the same run.", ""]
     lines += ["| recipe | batch | recipe img/s | bare loop img/s | recipe / bare | pipeline img/s | pipeline / model | "
               "GFLOP/img (train) | matmul GFLOP/s | MFU (recipe) | warm-up s | peak RSS MB |",
@@ -227,12 +251,14 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
         lines.append("")
     for name, res in results.items():
         r, b = res["recipe"], res["bare"]
-        lines += [f"## {name}", "", f"- measured: {res.get('measured', started)}",
+        lines += [f"## {name}", "", f"- measured: {res.get('measured', started)}; rounds (recipe run, then bare "
+                  f"loop): {r.get('rounds', 1)}",
                   f"- framework: {b.get('framework', r.get('framework', '?'))} {b.get('framework_version', r.get('framework_version', ''))}; "
                   f"threads: {b.get('threads', '?')}",
                   f"- FLOPs method: {b.get('flops_method', '-')}",
                   f"- recipe command: `{r.get('command', '-')}` (windows img/s: {r.get('window_images_per_sec', '-')})",
-                  f"- bare loop / pipeline command: `{b.get('command', '-')}`"]
+                  f"- bare loop / pipeline command: `{b.get('command', '-')}` (windows img/s: "
+                  f"{b.get('bare', {}).get('window_images_per_sec', '-')})"]
         if b.get("notes"):
             lines.append(f"- notes: {b['notes']}")
         for key in ("error",):
@@ -252,12 +278,17 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", action="store_true",
                     help="keep the other recipes' results of the last run (bench_output/bench.json) and replace "
                          "only these; each recipe's section says when it was measured")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternate the recipe run and the bare loop this many times and pool their windows "
+                         "(1 with --quick)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                     help="device of the recipe runs; gpu adds the originals' reported figures beside ours")
     args = ap.parse_args(argv)
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:
         ap.error(f"unknown recipe(s) {unknown}")
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
     OUT.mkdir(exist_ok=True)
     started = utc_now()
     results = {}
@@ -267,8 +298,16 @@ def main(argv=None) -> int:
         spec = RECIPES[name]
         print(f"=== bench {name}", flush=True)
         data = synthetic_data(spec["format"], spec["n_train"])
-        recipe = run_recipe(name, spec, data, args.device)
-        bare = run_bare(name, spec, data, args.quick)
+        recipes, bares = [], []
+        for i in range(1 if args.quick else args.rounds):
+            recipes.append(run_recipe(name, spec, data, args.device, "recipe_run" + (f"_{i}" if i else "")))
+            bares.append(run_bare(name, spec, data, args.quick))
+        recipe, ips, windows = pool_rounds(recipes, lambda r: r.get("window_images_per_sec"))
+        if ips:
+            recipe.update(images_per_sec=ips, window_images_per_sec=windows)
+        bare, ips, windows = pool_rounds(bares, lambda b: b.get("bare", {}).get("window_images_per_sec"))
+        if ips:
+            bare["bare"] = dict(bare["bare"], images_per_sec=ips, window_images_per_sec=windows)
         before = []
         for i, (label, env_over, extra) in enumerate(spec["before"]):
             b = run_recipe(name, spec, data, args.device, f"before_{i}", env_over, extra)

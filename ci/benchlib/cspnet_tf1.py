@@ -34,22 +34,24 @@ def main() -> None:
                          steps_per_window=4 if args.quick else 8)
     sess.close()
 
-    # forward FLOPs per image from the profiler, as count(batch 2) - count(batch 1): work done once per step
-    # whatever the batch (variable initialisers, building the block matrices from the weights) is not charged
-    # to every image. A training step counts as 3x forward. The count is of the graph the recipe runs
-    # (--conv_impl matmul skips the padding taps of the <=2x2 maps); the conventional all-Conv2D count, which
-    # includes them, is reported beside it
-    def forward_flops(impl):
+    # model FLOPs per image: the profiler's count of the convolutions and matmuls (tf_util.MODEL_OPS) of the
+    # original's all-Conv2D forward graph - every 3x3 tap, padding taps included, the way FLOPs of a CNN are
+    # conventionally stated - as count(batch 2) - count(batch 1); a training step counts as 3x forward. The
+    # graph the recipe runs executes fewer multiply-adds (--conv_impl matmul skips the padding taps of the
+    # <=2x2 maps; work done once per step, such as building the block matrices, is not per image): that count
+    # is reported beside it
+    def forward_flops(conv_impl, bn_impl):
         counts = []
         for batch in (1, 2):
             fwd = tf.Graph()
             with fwd.as_default():
-                cspdarknet53.set_conv_impl(impl)
+                cspdarknet53.set_conv_impl(conv_impl)
+                cspdarknet53.set_bn_impl(bn_impl)
                 cspdarknet53.classifier(tf1.placeholder(tf.float32, [batch, 32, 32, 3]))
-                counts.append(tf_util.graph_float_ops(fwd))
+                counts.append(tf_util.graph_float_ops(fwd, tf_util.MODEL_OPS))
         return counts[1] - counts[0]
-    conv2d_flops = forward_flops("conv2d")
-    run_flops = forward_flops("matmul")
+    model_flops = forward_flops("conv2d", "moments")
+    run_flops = forward_flops("matmul", "fused")
 
     # the recipe's input path alone: load the pickles once, then index, cast and one-hot each batch
     x_tr, y_tr, _, _ = utils.load_cifar(args.data)[:4]
@@ -64,14 +66,12 @@ def main() -> None:
     pipe = timed_windows(next_batch, bs, warmup=2, windows=windows, steps_per_window=20)
 
     emit({"recipe": "cspnet_tf1", "framework": "tensorflow", "framework_version": tf.__version__, "batch_size": bs,
-          "bare": bare, "pipeline": pipe, "flops_per_image_train": 3 * run_flops,
-          "flops_per_image_train_conventional": 3 * conv2d_flops,
-          "flops_method": "tf.compat.v1.profiler float_operation count of the forward graph the recipe runs, per "
-                          "image as count(batch 2) - count(batch 1) (conv, matmul, elementwise with known shapes) "
-                          "x 3 for forward + backward; the "
-                          f"conventional all-Conv2D count, which includes the padding taps of the <=2x2 maps, is "
-                          f"{3 * conv2d_flops / 1e9:.3f} GFLOP/img (MFU on it would read "
-                          f"{conv2d_flops / run_flops:.2f}x higher)",
+          "bare": bare, "pipeline": pipe, "flops_per_image_train": 3 * model_flops,
+          "flops_method": "model FLOPs: tf.compat.v1.profiler float_operation count of the Conv2D and MatMul ops of "
+                          "the original's all-Conv2D forward graph, per image as count(batch 2) - count(batch 1), x 3 "
+                          "for forward + backward (elementwise ops not counted, as for the other recipes); the graph "
+                          "the recipe runs skips the padding taps of the <=2x2 maps and executes "
+                          f"{3 * run_flops / 1e9:.3f} GFLOP/img of them",
           "matmul_flops_per_sec": tf_util.matmul_rate(), "threads": tf_util.threads()})
 
 

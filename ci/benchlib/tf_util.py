@@ -39,10 +39,18 @@ def matmul_rate(n: int = 2048, reps: int = 20) -> float:
     return best
 
 
-def graph_float_ops(graph, fetch_prefix=None) -> int:
-    """Float ops the tf.compat.v1 profiler counts in ``graph`` (forward ops with known shapes)."""
+# the ops that carry a CNN's model FLOPs; the MindSpore and PyTorch counts also take convolutions and
+# matmuls only, so MFU means the same thing for every recipe
+MODEL_OPS = ("Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMul.*")
+
+
+def graph_float_ops(graph, op_types=None) -> int:
+    """Float ops the tf.compat.v1 profiler counts in ``graph`` (forward ops with known shapes); with
+    ``op_types`` (regexes, e.g. MODEL_OPS) only the ops of those types."""
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"
+    if op_types:
+        opts["account_type_regexes"] = list(op_types)
     prof = tf.compat.v1.profiler.profile(graph, options=opts)
     return int(prof.total_float_ops)
 

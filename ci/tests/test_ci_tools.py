@@ -117,6 +117,19 @@ def test_bench_derives_overhead_mfu_and_pipeline_ratio():
     assert "| 95.0 | 100.0 | 95.0% | 950.0 | 10.0x | 2.000 | 400.0 | 47.5% | 3.0 | 500.0 |" in row
 
 
+def test_bench_pools_the_windows_of_alternated_rounds():
+    import bench
+    # a slow round and a fast one: the pooled median sits between the rounds' own medians
+    runs = [{"window_images_per_sec": [50.0, 52.0, 51.0], "peak_rss_mb": 900.0, "command": "first"},
+            {"window_images_per_sec": [90.0, 91.0, 89.0], "peak_rss_mb": 800.0, "command": "second"}]
+    res, median, pooled = bench.pool_rounds(runs, lambda r: r["window_images_per_sec"])
+    assert sorted(pooled) == [50.0, 51.0, 52.0, 89.0, 90.0, 91.0] and median == pytest.approx(70.5)
+    assert res["rounds"] == 2 and res["peak_rss_mb"] == 900.0 and "error" not in res
+    res, median, _ = bench.pool_rounds(runs + [{"error": "exit 1: boom"}], lambda r: r.get("window_images_per_sec"))
+    assert res["error"] == "exit 1: boom" and median == pytest.approx(70.5)  # a failed round is reported
+    assert bench.pool_rounds([{"error": "x"}], lambda r: None)[1] is None
+
+
 def test_bench_reports_missing_figures_as_dashes_not_zeros():
     import bench
     d = bench.derive({"error": "exit 1"}, {"error": "exit 1"})
