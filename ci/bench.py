@@ -148,7 +148,7 @@ def pool_rounds(runs: list, windows_of) -> dict:
     measured a few minutes apart can differ by that much for no reason of their own; alternating them
     (recipe, bare, recipe, bare, ...) and pooling the windows exposes both to the same drift.
     """
-    res = dict(runs[-1])
+    res = dict(runs[0])  # the first round's command and figures; images/sec from the pooled windows
     pooled = [w for r in runs for w in (windows_of(r) or [])]
     res["rounds"] = len(runs)
     for r in runs:

@@ -125,6 +125,7 @@ def test_bench_pools_the_windows_of_alternated_rounds():
     res, median, pooled = bench.pool_rounds(runs, lambda r: r["window_images_per_sec"])
     assert sorted(pooled) == [50.0, 51.0, 52.0, 89.0, 90.0, 91.0] and median == pytest.approx(70.5)
     assert res["rounds"] == 2 and res["peak_rss_mb"] == 900.0 and "error" not in res
+    assert res["command"] == "first"  # the command a reader re-runs is the first round's
     res, median, _ = bench.pool_rounds(runs + [{"error": "exit 1: boom"}], lambda r: r.get("window_images_per_sec"))
     assert res["error"] == "exit 1: boom" and median == pytest.approx(70.5)  # a failed round is reported
     assert bench.pool_rounds([{"error": "x"}], lambda r: None)[1] is None
