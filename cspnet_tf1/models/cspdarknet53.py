@@ -23,38 +23,38 @@ LOGITS_NODE = "stage6/Add_1"
 CSP_STAGES = ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 1024, 4))
 
 
-# How convolutions are computed (never what they compute): "conv2d" is the original's tf.nn.conv2d for
-# every layer; "matmul" computes 1x1 kernels, and 3x3 kernels on maps of at most 2x2 positions (stages 5
-# and 6), as matrix products (see conv2d); "auto" is conv2d on Ascend (the original's graph for its
-# conv-native cube unit), matmul elsewhere.
+# Two formulation switches, each (auto, fast, original): how a layer is computed, never what it computes.
+# Convolutions: "conv2d" is the original's tf.nn.conv2d for every layer; "matmul" computes 1x1 kernels, and
+# 3x3 kernels on maps of at most 2x2 positions (stages 5 and 6), as matrix products (see conv2d).
+# Normalisation: "moments" is the original's tf.nn.moments + tf.nn.batch_normalization; "fused" is one
+# FusedBatchNorm kernel per layer (utils.batch_norm). "auto" keeps the original on Ascend (its graph for the
+# conv-native cube unit) and is the fast one elsewhere.
 CONV_IMPLS = ("auto", "matmul", "conv2d")
+BN_IMPLS = ("auto", "fused", "moments")
 MAX_BLOCK_POSITIONS = 4  # largest map (H*W) a 3x3 kernel runs as a matmul on
 _conv_impl = "matmul"
-
-
-# How the batch-axis normalisation is computed (same maths): "moments" is the original's tf.nn.moments +
-# tf.nn.batch_normalization; "fused" is one FusedBatchNorm kernel per layer (utils.batch_norm); "auto" keeps
-# the original on Ascend and is fused elsewhere.
-BN_IMPLS = ("auto", "fused", "moments")
 _bn_impl = "fused"
 
 
-def set_bn_impl(impl, device="cpu"):
-    """Select the normalisation's formulation for graphs built from now on (the --bn_impl flag)."""
-    global _bn_impl
-    if impl not in BN_IMPLS:
-        raise ValueError(f"bn_impl must be one of {BN_IMPLS}, got {impl!r}")
-    _bn_impl = ("moments" if device == "npu" else "fused") if impl == "auto" else impl
-    return _bn_impl
+def _resolve(flag, choices, impl, device):
+    if impl not in choices:
+        raise ValueError(f"{flag} must be one of {choices}, got {impl!r}")
+    auto, fast, original = choices
+    return (original if device == "npu" else fast) if impl == auto else impl
 
 
 def set_conv_impl(impl, device="cpu"):
     """Select the formulation for graphs built from now on (the --conv_impl flag of train.py / test.py)."""
     global _conv_impl
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
-    _conv_impl = ("conv2d" if device == "npu" else "matmul") if impl == "auto" else impl
+    _conv_impl = _resolve("conv_impl", CONV_IMPLS, impl, device)
     return _conv_impl
+
+
+def set_bn_impl(impl, device="cpu"):
+    """Select the normalisation's formulation for graphs built from now on (the --bn_impl flag)."""
+    global _bn_impl
+    _bn_impl = _resolve("bn_impl", BN_IMPLS, impl, device)
+    return _bn_impl
 
 
 def _same_offsets(size, kernel, stride):
