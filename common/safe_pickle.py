@@ -60,7 +60,8 @@ def loads(data: bytes, source: str = "<bytes>"):
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            OverflowError, MemoryError, RecursionError, UnicodeDecodeError, ImportError) as exc:
+            OverflowError, MemoryError, RecursionError, UnicodeDecodeError, ImportError,
+            SystemError) as exc:  # SystemError: numpy's dtype __setstate__ on a mutated state tuple
         raise UnsafePickleError(f"{source}: corrupt or truncated pickle ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, HealthCheck
+from hypothesis import given, settings, HealthCheck, example
 from hypothesis import strategies as st
 
 from common import cifar, safe_pickle
@@ -63,6 +63,7 @@ def test_fuzz_restricted_unpickler_random_bytes(blob):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(min_size=1, max_size=60), st.integers(0, 2000))
+@example(patch=b"l", pos=197)  # found by CI: numpy raised SystemError from the mutated dtype state
 def test_fuzz_mutated_cifar_batch(patch, pos):
     good = pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]}, protocol=2)
     pos = pos % len(good)
