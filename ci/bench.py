@@ -40,8 +40,10 @@ RECIPES = {
                                {"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
                               ("1x1 kernels and 3x3 kernels on <=2x2 maps as matmuls (--conv_impl auto -> matmul)",
                                {}, ["--conv_impl=conv2d"]),
-                              ("batch-axis normalisation as one FusedBatchNorm kernel per layer (--bn_impl auto -> fused)",
-                               {}, ["--bn_impl=moments"])]},
+                              ("batch-axis normalisation + Mish as one compiled CPU kernel (--bn_impl auto -> "
+                               "kernel), against FusedBatchNorm + the Mish ops (--bn_impl fused)", {}, ["--bn_impl=fused"]),
+                              ("batch-axis normalisation + Mish as one compiled CPU kernel (--bn_impl auto -> "
+                               "kernel), against the original's moments + Mish ops", {}, ["--bn_impl=moments"])]},
     "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"],
                    "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
                                {"TF_ENABLE_ONEDNN_OPTS": "0"}, [])]},

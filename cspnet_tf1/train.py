@@ -66,9 +66,11 @@ def parse_args(argv=None):
                         "matrix products (~1.9x faster on CPU); conv2d = tf.nn.conv2d everywhere as the original; "
                         "auto = conv2d on npu, matmul elsewhere")
     p.add_argument("--bn_impl", default="auto", choices=cspdarknet53.BN_IMPLS,
-                   help="how the batch-axis normalisation runs (same maths): fused = one FusedBatchNorm kernel per "
-                        "layer (~1.1x faster on CPU); moments = tf.nn.moments + batch_normalization as the original; "
-                        "auto = moments on npu, fused elsewhere")
+                   help="how the batch-axis normalisation and the Mish after it run (same maths): kernel = both "
+                        "in one compiled CPU kernel, forward and gradient (built on first use, needs a C++ "
+                        "compiler); fused = one FusedBatchNorm kernel + Mish ops; moments = tf.nn.moments + "
+                        "batch_normalization + Mish ops as the original; auto = moments on npu, fused on gpu, "
+                        "kernel on cpu (fused if it cannot be built)")
     p.add_argument("--perf", action="store_true", help="name the run record ..._perf instead of ..._acc")
     p.add_argument("--collective_timeout", default=600, type=float,
                    help="several ranks: seconds a step may wait for the other ranks before the run fails (0: no limit)")

@@ -21,7 +21,10 @@ def main() -> None:
 
     bs = args.batch_size
     windows = 3 if args.quick else 5
-    # bare loop: the recipe's own graph (model, loss, L2, Momentum) on one fixed in-memory batch
+    # bare loop: the recipe's own graph (model, loss, L2, Momentum) on one fixed in-memory batch, with the
+    # formulations train.py picks on CPU by default
+    cspdarknet53.set_conv_impl("auto", "cpu")
+    cspdarknet53.set_bn_impl("auto", "cpu")
     graph = tf.Graph()
     with graph.as_default():
         g = recipe_train.build_graph(5e-4, 0.9, False, 0)

@@ -14,6 +14,7 @@ and the logits op is ``stage6/Add_1``, the output node the Ascend ACL companion 
 import numpy as np
 import tensorflow as tf
 
+import kernels
 import utils
 
 tf1 = tf.compat.v1
@@ -23,37 +24,54 @@ LOGITS_NODE = "stage6/Add_1"
 CSP_STAGES = ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 1024, 4))
 
 
-# Two formulation switches, each (auto, fast, original): how a layer is computed, never what it computes.
+# Two formulation switches: how a layer is computed, never what it computes.
 # Convolutions: "conv2d" is the original's tf.nn.conv2d for every layer; "matmul" computes 1x1 kernels, and
 # 3x3 kernels on maps of at most 2x2 positions (stages 5 and 6), as matrix products (see conv2d).
-# Normalisation: "moments" is the original's tf.nn.moments + tf.nn.batch_normalization; "fused" is one
-# FusedBatchNorm kernel per layer (utils.batch_norm). "auto" keeps the original on Ascend (its graph for the
-# conv-native cube unit) and is the fast one elsewhere.
+# Normalisation (+ the Mish after it): "moments" is the original's tf.nn.moments + tf.nn.batch_normalization,
+# then Mish from Softplus, Tanh and Mul; "fused" is one FusedBatchNorm kernel per layer (utils.batch_norm),
+# then the same Mish ops; "kernel" is normalisation and Mish in one compiled CPU kernel, forward and
+# gradient (kernels/bn_mish.cc). "auto" keeps the original on Ascend (its graph for the conv-native cube
+# unit), is the kernel on CPU (fused where no compiler can build it) and fused on GPU.
 CONV_IMPLS = ("auto", "matmul", "conv2d")
-BN_IMPLS = ("auto", "fused", "moments")
+BN_IMPLS = ("auto", "kernel", "fused", "moments")
 MAX_BLOCK_POSITIONS = 4  # largest map (H*W) a 3x3 kernel runs as a matmul on
 _conv_impl = "matmul"
 _bn_impl = "fused"
 
 
-def _resolve(flag, choices, impl, device):
+def _check(flag, choices, impl):
     if impl not in choices:
         raise ValueError(f"{flag} must be one of {choices}, got {impl!r}")
-    auto, fast, original = choices
-    return (original if device == "npu" else fast) if impl == auto else impl
 
 
 def set_conv_impl(impl, device="cpu"):
     """Select the formulation for graphs built from now on (the --conv_impl flag of train.py / test.py)."""
     global _conv_impl
-    _conv_impl = _resolve("conv_impl", CONV_IMPLS, impl, device)
+    _check("conv_impl", CONV_IMPLS, impl)
+    _conv_impl = ("conv2d" if device == "npu" else "matmul") if impl == "auto" else impl
     return _conv_impl
 
 
 def set_bn_impl(impl, device="cpu"):
-    """Select the normalisation's formulation for graphs built from now on (the --bn_impl flag)."""
+    """Select the normalisation's formulation for graphs built from now on (the --bn_impl flag).
+
+    "kernel" needs the kernel library (raises kernels.KernelUnavailable, saying why, if it cannot be
+    built) and a CPU: its ops have no GPU or NPU implementation. "auto" on CPU falls back to "fused",
+    printing the reason, where the library cannot be built.
+    """
     global _bn_impl
-    _bn_impl = _resolve("bn_impl", BN_IMPLS, impl, device)
+    _check("bn_impl", BN_IMPLS, impl)
+    if impl == "auto":
+        impl = {"npu": "moments", "gpu": "fused"}.get(device, "kernel")
+        ok, why = kernels.available() if impl == "kernel" else (True, "")
+        if not ok:
+            print(f"--bn_impl auto: using fused, the CPU kernel is unavailable ({why})", flush=True)
+            impl = "fused"
+    elif impl == "kernel":
+        if device != "cpu":
+            raise ValueError(f"--bn_impl kernel is a CPU kernel; on {device} use fused or moments")
+        kernels.load()
+    _bn_impl = impl
     return _bn_impl
 
 
@@ -109,6 +127,8 @@ def conv_block(x, kernel_size, in_channels, out_channels, stride, tag):
     w = utils.weight([kernel_size, kernel_size, in_channels, out_channels], name="w_" + tag)
     b = utils.bias(0.0, [out_channels], name="b_" + tag)
     x = tf.add(conv2d(x, w, stride), b)
+    if _bn_impl == "kernel":
+        return kernels.batch_norm_mish(x)
     return utils.mish(utils.batch_norm(x, fused=_bn_impl == "fused"))
 
 
