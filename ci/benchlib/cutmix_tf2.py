@@ -20,8 +20,6 @@ def main() -> None:
 
     bs = args.batch_size
     windows = 3 if args.quick else 5
-    # the input pipeline first: tracing the step and the profiler's graph below leave TF in a state where
-    # Dataset.shuffle(seed=<tensor>) raises OperatorNotAllowedInGraphError
     x_tr, y_tr = recipe_data.load_arrays(args.data)[:2]
     # as train.py calls it: keyword batch size and the epoch's step count
     ds = iter(pipeline.train_dataset(x_tr, recipe_data.one_hot(y_tr), 0, 1000, 42, batch_size=bs,

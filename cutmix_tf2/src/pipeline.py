@@ -1,7 +1,8 @@
 """tf.data input pipeline and CutMix, as in the keras-io example the original ports.
 
-Randomness is stateless and keyed by (seed, epoch, sample): epoch e of a resumed run sees exactly the
-batches epoch e of an uninterrupted run saw. The distributions are the original's.
+Randomness is stateless and keyed by (seed, epoch, batch): epoch e of a resumed run sees exactly the
+batches epoch e of an uninterrupted run saw. The distributions are the original's: every pair of a batch
+draws its own lambda and box.
 """
 from __future__ import annotations
 
@@ -42,22 +43,26 @@ def get_box(lam, cx, cy, size=IMG_SIZE):
     return y1, x1, h, w
 
 
-def paste(image1, label1, image2, label2, y1, x1, h, w, size=IMG_SIZE):
-    """image2's box over image1; labels mixed by the pasted area's share."""
-    mask = tf.image.pad_to_bounding_box(tf.ones([h, w, 1], image1.dtype), y1, x1, size, size)
-    image = image1 * (1.0 - mask) + image2 * mask
-    lam = 1.0 - tf.cast(w * h, tf.float32) / float(size * size)
-    return image, lam * label1 + (1.0 - lam) * label2
+def paste(images1, labels1, images2, labels2, y1, x1, h, w, size=IMG_SIZE):
+    """Per row of the batch, images2's box (y1, x1, h, w) over images1; labels mixed by the pasted area's share."""
+    r = tf.range(size)
+    rows = (r[None, :] >= y1[:, None]) & (r[None, :] < (y1 + h)[:, None])  # [B, size]
+    cols = (r[None, :] >= x1[:, None]) & (r[None, :] < (x1 + w)[:, None])
+    mask = tf.cast(rows[:, :, None, None] & cols[:, None, :, None], images1.dtype)  # [B, size, size, 1]
+    images = images1 * (1.0 - mask) + images2 * mask
+    lam = (1.0 - tf.cast(w * h, tf.float32) / float(size * size))[:, None]
+    return images, lam * labels1 + (1.0 - lam) * labels2
 
 
-def cutmix(sample1, sample2, seed):
-    """One CutMix pair with its own stateless ``seed`` (shape [2], int64)."""
-    (image1, label1), (image2, label2) = sample1, sample2
+def cutmix(batch1, batch2, seed):
+    """CutMix of two batches row by row: each pair draws its own lambda and box centre (``seed``: shape [2])."""
+    (images1, labels1), (images2, labels2) = batch1, batch2
+    n = tf.shape(images1)[0]
     s_lam, s_x, s_y = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    lam = sample_beta(s_lam)
-    cx = tf.random.stateless_uniform([], seed=s_x, minval=0, maxval=IMG_SIZE, dtype=tf.int32)
-    cy = tf.random.stateless_uniform([], seed=s_y, minval=0, maxval=IMG_SIZE, dtype=tf.int32)
-    return paste(image1, label1, image2, label2, *get_box(lam, cx, cy))
+    lam = sample_beta(s_lam, shape=[n])
+    cx = tf.random.stateless_uniform([n], seed=s_x, minval=0, maxval=IMG_SIZE, dtype=tf.int32)
+    cy = tf.random.stateless_uniform([n], seed=s_y, minval=0, maxval=IMG_SIZE, dtype=tf.int32)
+    return paste(images1, labels1, images2, labels2, *get_box(lam, cx, cy))
 
 
 def _epoch_seed(seed, epoch, stream):
@@ -65,31 +70,56 @@ def _epoch_seed(seed, epoch, stream):
     return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 16 + stream
 
 
-def train_epoch(x, y, epoch, seed, batch_size, use_cutmix=True, drop_remainder=False, steps=None):
-    """The batches of one epoch: two independently shuffled copies zipped, shuffled, CutMix'ed, batched."""
+def _shuffle(ds, seed):
+    """``Dataset.shuffle`` whose order depends on ``seed`` alone.
+
+    Dataset.shuffle pairs its seed with the graph-level one (tf.random.set_seed, which train.py calls with
+    --seed). With a graph seed of 0 it then tests the tensor seed for truth and raises
+    (``--seed 0`` crashed), and any other graph seed changes the order. The epochs are built inside a
+    function graph (flat_map), whose graph seed is cleared while the op is made.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    saved, graph.seed = graph.seed, None
+    try:
+        return ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+    finally:
+        graph.seed = saved
+
+
+def _one_epoch(x, y, epoch, seed, batch_size, use_cutmix=True, drop_remainder=False, steps=None):
+    # Shuffling and zipping move whole samples; everything that computes (uint8 -> float, CutMix) runs once
+    # per batch on [B, 32, 32, 3] tensors: per-sample map functions cost ~8x more pipeline time (BENCHMARKS.md)
     def copy(stream):
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=_epoch_seed(seed, epoch, stream), reshuffle_each_iteration=False)
-        return ds.map(preprocess_image, num_parallel_calls=AUTOTUNE)
+        return _shuffle(tf.data.Dataset.from_tensor_slices((x, y)), _epoch_seed(seed, epoch, stream))
 
     if use_cutmix:
-        ds = tf.data.Dataset.zip((copy(0), copy(1)))
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=_epoch_seed(seed, epoch, 2), reshuffle_each_iteration=False)
+        ds = _shuffle(tf.data.Dataset.zip((copy(0), copy(1))), _epoch_seed(seed, epoch, 2))
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         base = tf.stack([_epoch_seed(seed, epoch, 3), tf.constant(0, tf.int64)])
-        ds = ds.enumerate().map(lambda i, pair: cutmix(pair[0], pair[1], base + tf.stack([0, i])),
-                                num_parallel_calls=AUTOTUNE)
+        ds = ds.enumerate().map(
+            lambda i, pair: cutmix(preprocess_image(*pair[0]), preprocess_image(*pair[1]), base + tf.stack([0, i])),
+            num_parallel_calls=AUTOTUNE)
     else:
-        ds = copy(0)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = copy(0).batch(batch_size, drop_remainder=drop_remainder).map(preprocess_image,
+                                                                          num_parallel_calls=AUTOTUNE)
     return ds.take(steps) if steps else ds
+
+
+def train_epoch(x, y, epoch, seed, batch_size, **kw):
+    """The batches of one epoch: two independently shuffled copies zipped, shuffled, batched, CutMix'ed.
+
+    Exactly the batches epoch ``epoch`` of ``train_dataset`` yields (both build it inside flat_map).
+    """
+    x, y = tf.constant(x), tf.constant(y)
+    return tf.data.Dataset.from_tensors(tf.constant(epoch, tf.int64)).flat_map(
+        lambda e: _one_epoch(x, y, e, seed, batch_size, **kw))
 
 
 def train_dataset(x, y, first_epoch, epochs, seed, batch_size, **kw):
     """Epochs ``first_epoch..epochs-1`` back to back; ``fit`` cuts them apart with ``steps_per_epoch``."""
-    x = tf.constant(x)
-    y = tf.constant(y)
+    x, y = tf.constant(x), tf.constant(y)
     ds = tf.data.Dataset.range(first_epoch, epochs)
-    ds = ds.flat_map(lambda e: train_epoch(x, y, e, seed, batch_size, **kw))
+    ds = ds.flat_map(lambda e: _one_epoch(x, y, e, seed, batch_size, **kw))
     return ds.prefetch(AUTOTUNE)
 
 

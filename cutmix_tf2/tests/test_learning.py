@@ -2,7 +2,8 @@
 
 Everything is the recipe's default (Adam 1e-3, CutMix Beta(0.25, 0.25), seed 42) except the batch: 8
 instead of 32. On 1,497 images, batch 32 gives only 47 steps (and BN moving-average updates) per
-epoch and had reached only 0.73 after 6 epochs; batch 8 gets there in 2 (measured: 0.85 after epoch 2).
+epoch and had reached only 0.73 after 6 epochs; batch 8 gets there in 2 (measured after epoch 2: 0.897;
+with seeds 0, 1, 2 instead of 42: 0.933, 0.880, 0.817).
 """
 import tf_keras as keras
 
