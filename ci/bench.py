@@ -57,7 +57,10 @@ RECIPES = {
     "sppnet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 16 * 8, "args": ["--train_epochs=2", "--batch_size=16"],
                   "before": [MS_ONEDNN_BEFORE]},
     "tinydarknet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 32 * 12,
-                       "args": ["--train_epochs=2", "--batch_size=32"], "before": [MS_ONEDNN_BEFORE]},
+                       "args": ["--train_epochs=2", "--batch_size=32"],
+                       "before": [MS_ONEDNN_BEFORE,
+                                  ("LeakyReLU(0.2) as 0.2x + 0.8 relu(x) (--leaky_relu mix), against nn.LeakyReLU's "
+                                   "maximum(0.2x, x) (--leaky_relu max)", {}, ["--leaky_relu=max"])]},
 }
 # what the originals report on their accelerators (shared/reference/originals.md), as images/sec per card
 ORIGINAL_GPU = {
@@ -266,6 +269,14 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
                   f"- recipe command: `{r.get('command', '-')}` (windows img/s: {r.get('window_images_per_sec', '-')})",
                   f"- bare loop / pipeline command: `{b.get('command', '-')}` (windows img/s: "
                   f"{b.get('bare', {}).get('window_images_per_sec', '-')})"]
+        op_time, mfu_bare = b.get("op_time"), res["derived"].get("mfu_bare")
+        if op_time and op_time.get("model_ops_share"):
+            share = op_time["model_ops_share"]
+            lines.append(f"- op time of the bare step by type ({op_time['traced_steps']} traced steps): convolutions and "
+                         f"matmuls (with their gradients) {share:.1%}"
+                         + (f", so while they run they reach {mfu_bare / share:.1%} of the matmul rate (bare-loop "
+                            f"MFU {mfu_bare:.1%} / {share:.1%})" if mfu_bare else "")
+                         + "; largest: " + ", ".join(f"{k} {v:.1%}" for k, v in op_time.get("top_ops", [])))
         if b.get("notes"):
             lines.append(f"- notes: {b['notes']}")
         for key in ("error",):

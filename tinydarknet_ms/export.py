@@ -55,7 +55,7 @@ def main(argv=None):
         params = read_checkpoint(cfg.checkpoint_path)
     except CheckpointError as exc:
         fail(str(exc))
-    net = TinyDarkNet(num_classes=cfg.num_classes)
+    net = TinyDarkNet(num_classes=cfg.num_classes, leaky="max")  # one LeakyRelu op per layer in the file
     load_into(net, params, cfg.checkpoint_path, f" (was it trained with num_classes={cfg.num_classes}?)")
     net.set_train(False)
 

@@ -120,7 +120,7 @@ def main(argv=None):
         + (f"; val: {len(val_samples)} images from {val_dir}" if val_samples else ""))
 
     # ---- network, loss, optimiser, model -----------------------------------------------------------------
-    net = TinyDarkNet(num_classes=cfg.num_classes)
+    net = TinyDarkNet(num_classes=cfg.num_classes, leaky=cfg.leaky_relu)
     if cfg.pre_trained:
         _load_or_fail(net, cfg.checkpoint_path)
     # every rank builds the same seeded weights (DATA_PARALLEL does not broadcast them): the digest lets a test

@@ -35,6 +35,7 @@ def main() -> None:
             g["y"]: np.eye(10, dtype=np.float32)[rs.randint(0, 10, bs)], g["lr"]: 1e-3}
     bare = timed_windows(lambda: sess.run(g["train_op"], feed), bs, warmup=3, windows=windows,
                          steps_per_window=4 if args.quick else 8)
+    op_time = tf_util.op_time_shares(sess, g["train_op"], feed)
     sess.close()
 
     # model FLOPs per image: the profiler's count of the convolutions and matmuls (tf_util.MODEL_OPS) of the
@@ -69,7 +70,7 @@ def main() -> None:
     pipe = timed_windows(next_batch, bs, warmup=2, windows=windows, steps_per_window=20)
 
     emit({"recipe": "cspnet_tf1", "framework": "tensorflow", "framework_version": tf.__version__, "batch_size": bs,
-          "bare": bare, "pipeline": pipe, "flops_per_image_train": 3 * model_flops,
+          "bare": bare, "pipeline": pipe, "op_time": op_time, "flops_per_image_train": 3 * model_flops,
           "flops_method": "model FLOPs: tf.compat.v1.profiler float_operation count of the Conv2D and MatMul ops of "
                           "the original's all-Conv2D forward graph, per image as count(batch 2) - count(batch 1), x 3 "
                           "for forward + backward (elementwise ops not counted, as for the other recipes); the graph "

@@ -50,8 +50,27 @@ def main() -> None:
         return tf_util.graph_float_ops(concrete.graph, tf_util.MODEL_OPS)
     forward_flops = graph_flops(2) - graph_flops(1)
 
+    # op time by type: RunMetadata traces need a Session, so the same Keras model, loss and Adam update are
+    # rebuilt in a tf.compat.v1 graph (tf-keras builds it symbolically there)
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        xp, yp = tf1.placeholder(tf.float32, x.shape), tf1.placeholder(tf.float32, y.shape)
+        traced = recipe_model.resnet_v1()
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(yp, traced(xp, training=True)))
+        loss += tf.add_n(traced.losses)
+        train_op = tf.group(tf1.train.AdamOptimizer().minimize(loss, var_list=traced.trainable_variables),
+                            *traced.get_updates_for(xp))  # with the BN moving-average updates of this call
+        sess = tf1.Session(graph=graph)
+        sess.run(tf1.global_variables_initializer())
+    feed = {xp: x.numpy(), yp: y.numpy()}
+    for _ in range(3):
+        sess.run(train_op, feed)
+    op_time = tf_util.op_time_shares(sess, train_op, feed)
+    sess.close()
+
     emit({"recipe": "cutmix_tf2", "framework": "tensorflow (tf-keras)", "framework_version":
-          f"{tf.__version__} / tf-keras {keras.__version__}", "batch_size": bs, "bare": bare, "pipeline": pipe,
+          f"{tf.__version__} / tf-keras {keras.__version__}", "batch_size": bs, "bare": bare, "pipeline": pipe, "op_time": op_time,
           "flops_per_image_train": 3 * forward_flops,
           "flops_method": "model FLOPs: tf.compat.v1.profiler float_operation count of the Conv2D and MatMul ops "
                           "of the Keras forward graph, per image as count(batch 2) - count(batch 1), x 3 for "

@@ -7,6 +7,8 @@ are a few percent and not matmul-shaped).
 """
 from __future__ import annotations
 
+import os
+import re
 import time
 
 import numpy as np
@@ -60,9 +62,45 @@ def forward_flops(net, x) -> int:
     return conv_dense_flops(layers) // x.shape[0]
 
 
+# op types that run the convolutions and matmuls, with their gradients
+MODEL_OP_TIME = re.compile(r"Conv2D|MatMul")
+
+
+def op_time_shares(step, steps: int = 2, top: int = 6) -> dict:
+    """Share of op time per op type over ``steps`` calls of ``step()`` under MindSpore's Profiler (its CPU
+    op-type table, cpu_op_type_info_*.csv); ``model_ops_share`` is that of MODEL_OP_TIME."""
+    import csv
+    import glob
+    import shutil
+    import tempfile
+    import mindspore as ms
+    out = tempfile.mkdtemp(prefix="ms_profile_")
+    try:
+        profiler = ms.Profiler(output_path=out)
+        for _ in range(steps):
+            step()
+        profiler.stop()
+        profiler.analyse()
+        per_type = {}
+        for path in glob.glob(os.path.join(out, "**", "cpu_op_type_info_*.csv"), recursive=True):
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    per_type[row["op_type"]] = per_type.get(row["op_type"], 0.0) + float(row["total_compute_time"])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    total = sum(per_type.values())
+    if not total:
+        return {}
+    model = sum(v for k, v in per_type.items() if MODEL_OP_TIME.search(k))
+    ranked = sorted(per_type.items(), key=lambda kv: -kv[1])[:top]
+    return {"traced_steps": steps, "model_ops_share": round(model / total, 4),
+            "top_ops": [[k, round(v / total, 4)] for k, v in ranked]}
+
+
 def bare_and_pipeline(net, loss, opt, batch_size: int, image_size: int, make_dataset, quick: bool,
                       steps_per_window: int) -> tuple:
-    """(bare TrainOneStepCell loop, input pipeline) throughput dicts, timed the same way for both recipes.
+    """(bare TrainOneStepCell loop, input pipeline, op-time shares of the bare step), the bare loop and the
+    pipeline timed the same way for both recipes.
 
     The bare loop feeds one fixed random batch; ``make_dataset()`` returns a fresh batched dataset of the
     recipe's own training pipeline, re-created whenever a pass runs out.
@@ -78,6 +116,7 @@ def bare_and_pipeline(net, loss, opt, batch_size: int, image_size: int, make_dat
     y = ms.Tensor(rs.randint(0, 1000, batch_size).astype(np.int32))
     bare = timed_windows(lambda: step_cell(x, y).asnumpy(), batch_size, warmup=2, windows=windows,
                          steps_per_window=2 if quick else steps_per_window)
+    op_time = op_time_shares(lambda: step_cell(x, y).asnumpy())
     it = [None]
 
     def next_batch():
@@ -87,4 +126,4 @@ def bare_and_pipeline(net, loss, opt, batch_size: int, image_size: int, make_dat
             it[0] = make_dataset().create_tuple_iterator(num_epochs=1)
             next(it[0])
     pipe = timed_windows(next_batch, batch_size, warmup=2, windows=windows, steps_per_window=3)
-    return bare, pipe
+    return bare, pipe, op_time

@@ -25,12 +25,12 @@ def main() -> None:
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
     opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9, weight_decay=1e-4)
     samples, _ = load_split(args.data, "train", vet=False)
-    bare, pipe = ms_util.bare_and_pipeline(
+    bare, pipe, op_time = ms_util.bare_and_pipeline(
         net, loss, opt, bs, size, lambda: create_dataset_imagenet(samples, bs, args.train_model, True, size),
         args.quick, 3)
 
     emit({"recipe": "sppnet_ms", "framework": "mindspore", "framework_version": ms.__version__, "batch_size": bs,
-          "train_model": args.train_model, "image_size": size, "bare": bare, "pipeline": pipe,
+          "train_model": args.train_model, "image_size": size, "bare": bare, "pipeline": pipe, "op_time": op_time,
           "flops_per_image_train": flops, "flops_method": ms_util.__doc__.split("\n\n")[1].replace("\n", " "),
           "matmul_flops_per_sec": ms_util.matmul_rate(), "threads": {"ms_workers": "framework default"},
           "notes": "ZFNet at batch 16 instead of the recipe's 256 on this 2-core CPU, to keep the run short"})

@@ -107,7 +107,8 @@ def test_bench_derives_overhead_mfu_and_pipeline_ratio():
     import bench
     recipe = {"images_per_sec": 95.0, "warmup_seconds": 3.0, "peak_rss_mb": 500.0}
     bare = {"batch_size": 64, "bare": {"images_per_sec": 100.0}, "pipeline": {"images_per_sec": 950.0},
-            "flops_per_image_train": 2e9, "matmul_flops_per_sec": 400e9}
+            "flops_per_image_train": 2e9, "matmul_flops_per_sec": 400e9,
+            "op_time": {"traced_steps": 3, "model_ops_share": 0.8, "top_ops": [["Conv2D", 0.5], ["Relu", 0.1]]}}
     d = bench.derive(recipe, bare)
     assert d["recipe_vs_bare"] == pytest.approx(0.95)
     assert d["mfu_recipe"] == pytest.approx(95 * 2e9 / 400e9) and d["mfu_bare"] == pytest.approx(0.5)
@@ -115,6 +116,9 @@ def test_bench_derives_overhead_mfu_and_pipeline_ratio():
     md = bench.markdown({"x": {"recipe": recipe, "bare": bare, "derived": d}}, "now")
     row = [line for line in md.splitlines() if line.startswith("| x |")][0]
     assert "| 95.0 | 100.0 | 95.0% | 950.0 | 10.0x | 2.000 | 400.0 | 47.5% | 3.0 | 500.0 |" in row
+    # where the MFU goes: the model ops' share of op time, and their own rate (bare MFU 50% / 80%)
+    assert ("convolutions and matmuls (with their gradients) 80.0%, so while they run they reach 62.5% of the "
+            "matmul rate (bare-loop MFU 50.0% / 80.0%); largest: Conv2D 50.0%, Relu 10.0%") in md
 
 
 def test_bench_pools_the_windows_of_alternated_rounds():

@@ -17,17 +17,40 @@ LAYERS = [
 ]
 
 
-class ConvBNLeaky(nn.Cell):
-    """conv (no bias, truncated normal 0.02) + BN (eps 1e-3) + LeakyReLU (MindSpore's default alpha 0.2)."""
+ALPHA = 0.2  # the original's nn.LeakyReLU(alpha=0.2)
 
-    def __init__(self, in_channels, out_channels, kernel_size):
+
+class ReluMixLeaky(nn.Cell):
+    """LeakyReLU(0.2) as ``0.2 x + 0.8 relu(x)``: the same function, a faster gradient.
+
+    nn.LeakyReLU computes ``maximum(0.2 x, x)``; on CPU its gradient is a Select over compare ops on every
+    activation map, 19% of Tiny-DarkNet's training-step op time (MindSpore's profiler, batch 32, 224 px).
+    ReLU's gradient is one kernel. Measured in one process, alternating steps: 11.9 -> 17.4 img/s.
+    """
+
+    def __init__(self):
         super().__init__()
-        # the original pads 3x3 explicitly by 1 and uses 'same' for 1x1; both keep the spatial size
+        self.relu = nn.ReLU()
+
+    def construct(self, x):
+        return ALPHA * x + (1.0 - ALPHA) * self.relu(x)
+
+
+class ConvBNLeaky(nn.Cell):
+    """conv (no bias, truncated normal 0.02) + BN (eps 1e-3) + LeakyReLU (MindSpore's default alpha 0.2).
+
+    ``leaky``: "mix" (ReluMixLeaky, for training) or "max" (nn.LeakyReLU, one LeakyRelu op in exported graphs).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, leaky="mix"):
+        super().__init__()
+        if leaky not in ("mix", "max"):
+            raise ValueError(f"leaky must be 'mix' or 'max', got {leaky!r}")
         pad = dict(pad_mode="pad", padding=1) if kernel_size == 3 else dict(pad_mode="same")
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, has_bias=False,
                               weight_init=TruncatedNormal(0.02), **pad)
         self.bn = nn.BatchNorm2d(out_channels, eps=1e-3, momentum=0.9)
-        self.leakyrelu = nn.LeakyReLU(alpha=0.2)
+        self.leakyrelu = ReluMixLeaky() if leaky == "mix" else nn.LeakyReLU(alpha=ALPHA)
 
     def construct(self, x):
         return self.leakyrelu(self.bn(self.conv(x)))
@@ -37,15 +60,16 @@ class TinyDarkNet(nn.Cell):
     """Input N x 3 x H x W (H, W multiples of 16 keep every pool exact), output N x num_classes logits.
 
     Cells are named conv1..conv16 as in the original, so its checkpoints load unchanged (1000 classes).
+    ``leaky``: see ConvBNLeaky (no parameters either way: checkpoints fit both).
     """
 
-    def __init__(self, num_classes=1000):
+    def __init__(self, num_classes=1000, leaky="mix"):
         super().__init__()
         cin = 3
         for i, (kernel, cout, _) in enumerate(LAYERS, start=1):
-            setattr(self, f"conv{i}", ConvBNLeaky(cin, cout, kernel))
+            setattr(self, f"conv{i}", ConvBNLeaky(cin, cout, kernel, leaky))
             cin = cout
-        self.conv16 = ConvBNLeaky(cin, num_classes, 1)
+        self.conv16 = ConvBNLeaky(cin, num_classes, 1, leaky)
         self.maxpool2d = nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same")
         self.mean = ops.ReduceMean(keep_dims=True)
         self.flatten = nn.Flatten()

@@ -44,8 +44,20 @@ def test_layers_use_bn_eps_1e3_and_leaky_02():
     net = TinyDarkNet(1000)
     assert net.conv7.bn.eps == pytest.approx(1e-3)
     assert net.conv7.bn.momentum == pytest.approx(0.1)  # MindSpore keeps 1 - momentum: 0.9 as the original
-    assert net.conv7.leakyrelu.alpha == pytest.approx(0.2)
+    assert TinyDarkNet(10, leaky="max").conv7.leakyrelu.alpha == pytest.approx(0.2)  # the original's cell
     assert net.conv1.conv.has_bias is False and net.conv12.conv.kernel_size == (3, 3)
+    with pytest.raises(ValueError, match="leaky"):
+        TinyDarkNet(10, leaky="relu")
+
+
+def test_relu_mix_leaky_is_the_originals_function_and_gradient():
+    from src.tinydarknet import ReluMixLeaky
+    x = ms.Tensor(np.random.default_rng(0).normal(0, 3, (4, 8, 5, 5)).astype(np.float32))
+    mix, original = ReluMixLeaky(), ms.nn.LeakyReLU(alpha=0.2)
+    np.testing.assert_allclose(mix(x).asnumpy(), original(x).asnumpy(), rtol=1e-6, atol=1e-7)
+    g_mix = ms.grad(lambda t: (mix(t) * t).sum())(x).asnumpy()
+    g_original = ms.grad(lambda t: (original(t) * t).sum())(x).asnumpy()
+    np.testing.assert_allclose(g_mix, g_original, rtol=1e-6, atol=1e-6)
 
 
 def test_flops_at_224_is_about_one_gflop():
