@@ -3,6 +3,11 @@
 Each ``<recipe>.py`` here prints one JSON object (after the marker ``BENCH_JSON:``) with the bare step
 loop's throughput, the model's counted FLOPs per training image, the framework's measured dense matmul
 rate and the input pipeline's throughput, all in the same process and framework.
+
+Each module measures the matmul rate first, before it builds a model or an input pipeline: measured last,
+after the model, the profiler and the pipelines' workers had run in the same process, it read up to 40% low
+(MindSpore: 105-117 GFLOP/s in a bench run, 175-178 in a quiet process; each stage took some off), and MFU
+read high by as much.
 """
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ def main() -> None:
     from ci.benchlib import tf_util
 
     bs = args.batch_size
+    # before any pipeline or model exists (ci/benchlib/__init__.py: why)
+    matmul = tf_util.matmul_rate()
     windows = 3 if args.quick else 5
     # bare loop: the recipe's own graph (model, loss, L2, Momentum) on one fixed in-memory batch, with the
     # formulations train.py picks on CPU by default
@@ -76,7 +78,7 @@ def main() -> None:
                           "for forward + backward (elementwise ops not counted, as for the other recipes); the graph "
                           "the recipe runs skips the padding taps of the <=2x2 maps and executes "
                           f"{3 * run_flops / 1e9:.3f} GFLOP/img of them",
-          "matmul_flops_per_sec": tf_util.matmul_rate(), "threads": tf_util.threads()})
+          "matmul_flops_per_sec": matmul, "threads": tf_util.threads()})
 
 
 if __name__ == "__main__":

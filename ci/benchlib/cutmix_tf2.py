@@ -19,6 +19,8 @@ def main() -> None:
     from ci.benchlib import tf_util
 
     bs = args.batch_size
+    # before any pipeline or model exists (ci/benchlib/__init__.py: why)
+    matmul = tf_util.matmul_rate()
     windows = 3 if args.quick else 5
     x_tr, y_tr = recipe_data.load_arrays(args.data)[:2]
     # as train.py calls it: keyword batch size and the epoch's step count
@@ -75,7 +77,7 @@ def main() -> None:
           "flops_method": "model FLOPs: tf.compat.v1.profiler float_operation count of the Conv2D and MatMul ops "
                           "of the Keras forward graph, per image as count(batch 2) - count(batch 1), x 3 for "
                           "forward + backward (elementwise ops not counted, as for the other recipes)",
-          "matmul_flops_per_sec": tf_util.matmul_rate(), "threads": tf_util.threads()})
+          "matmul_flops_per_sec": matmul, "threads": tf_util.threads()})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ def main() -> None:
     import mmcls_ext  # noqa: F401  registers CIFAR100Local
     from ci.benchlib import torch_util
 
+    # before any pipeline or model exists (ci/benchlib/__init__.py: why)
+    matmul = torch_util.matmul_rate()
+
     from ci.benchlib import ROOT
     cfg = Config.fromfile(str(ROOT / "resnet50_cifar_pt" / "configs" / "resnet" / "resnet50_8xb16_cifar100.py"))
     torch.manual_seed(0)
@@ -65,7 +68,7 @@ def main() -> None:
           f"(mmcls {mmcls.__version__})", "batch_size": bs, "bare": bare, "pipeline": pipe,
           "flops_per_image_train": flops, "flops_method": "torch.utils.flop_counter.FlopCounterMode over one "
           "forward + backward at batch 1 (convolutions and matmuls; elementwise ops not counted)",
-          "matmul_flops_per_sec": torch_util.matmul_rate(), "threads": torch_util.threads()})
+          "matmul_flops_per_sec": matmul, "threads": torch_util.threads()})
 
 
 if __name__ == "__main__":
