@@ -103,44 +103,11 @@ def test_test_phase_has_no_dropout_and_train_phase_uses_model_keep_prob():
     assert keeps == [0.65, 0.59, 0.58]
 
 
-CONV_PROBE = """
-import numpy as np, mindspore as ms
-from mindspore import nn
-import src  # noqa: F401  (the package caps oneDNN's ISA on AVX-512 CPUs)
-ms.set_context(mode=ms.GRAPH_MODE)
-ms.set_device("CPU")
-class Probe(nn.Cell):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(16, 32, 3, pad_mode="pad", padding=1, has_bias=False)
-
-    def construct(self, x):
-        return self.conv(x).sum()
-
-
-net = Probe()
-x = ms.Tensor(np.random.rand(2, 16, 8, 8).astype(np.float32))
-net(x).asnumpy()
-ms.grad(net, grad_position=0, weights=net.trainable_params())(x)[0].asnumpy()
-"""
-
-
 def test_convolutions_never_run_on_onednns_reference_kernel(tmp_path):
     # on AVX-512 CPUs oneDNN ran MindSpore's NCHW convolutions as "jit_uni_ncsp:conv+ref:any" (~1 GFLOP/s)
     # until src/__init__.py capped its ISA at AVX2; the implementation of every convolution is in its log
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
-    recipe = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
-    env.update(ONEDNN_VERBOSE="1", PYTHONPATH=os.pathsep.join([str(recipe), str(recipe.parent)]))
-    probe = tmp_path / "conv_probe.py"  # MindSpore's graph mode compiles from source files only
-    probe.write_text(CONV_PROBE)
-    proc = subprocess.run([sys.executable, str(probe)], cwd=recipe, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    impls = [line.split(",")[6] for line in proc.stdout.splitlines()
-             if line.startswith("onednn_verbose,") and line.split(",")[3:6] == ["exec", "cpu", "convolution"]]
-    assert len(impls) >= 3, proc.stdout[-2000:]  # forward, input gradient, weight gradient
+    from common.onednn import mindspore_conv_implementations
+    impls = mindspore_conv_implementations(Path(__file__).resolve().parents[1], tmp_path)
+    assert len(impls) >= 3, impls  # forward, input gradient, weight gradient
     assert not [i for i in impls if "ref" in i], impls
