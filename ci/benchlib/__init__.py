@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -74,3 +75,20 @@ def conv_dense_flops(layers) -> int:
             _, fin, fout = layer
             total += 2 * fin * fout
     return total
+
+
+# op types that run a model's convolutions and matmuls, in TF traces and MindSpore's profiler alike: their
+# gradients and oneDNN's _MklNative* / _MklFused* forms included
+MODEL_OP_TIME = re.compile(r"Conv2D|MatMul")
+
+
+def op_time_summary(per_type: dict, steps: int, top: int = 6) -> dict:
+    """``per_type`` (op type -> time over ``steps`` traced steps) as shares: that of MODEL_OP_TIME's ops and
+    the ``top`` largest; {} when nothing was timed."""
+    total = sum(per_type.values())
+    if not total:
+        return {}
+    model = sum(v for k, v in per_type.items() if MODEL_OP_TIME.search(k))
+    ranked = sorted(per_type.items(), key=lambda kv: -kv[1])[:top]
+    return {"traced_steps": steps, "model_ops_share": round(model / total, 4),
+            "top_ops": [[k, round(v / total, 4)] for k, v in ranked]}

@@ -8,10 +8,11 @@ are a few percent and not matmul-shaped).
 from __future__ import annotations
 
 import os
-import re
 import time
 
 import numpy as np
+
+from ci.benchlib import op_time_summary
 
 
 def matmul_rate(n: int = 2048, reps: int = 20) -> float:
@@ -62,13 +63,9 @@ def forward_flops(net, x) -> int:
     return conv_dense_flops(layers) // x.shape[0]
 
 
-# op types that run the convolutions and matmuls, with their gradients
-MODEL_OP_TIME = re.compile(r"Conv2D|MatMul")
-
-
 def op_time_shares(step, steps: int = 2, top: int = 6) -> dict:
     """Share of op time per op type over ``steps`` calls of ``step()`` under MindSpore's Profiler (its CPU
-    op-type table, cpu_op_type_info_*.csv); ``model_ops_share`` is that of MODEL_OP_TIME."""
+    op-type table, cpu_op_type_info_*.csv), summarised by ci.benchlib.op_time_summary."""
     import csv
     import glob
     import shutil
@@ -88,13 +85,7 @@ def op_time_shares(step, steps: int = 2, top: int = 6) -> dict:
                     per_type[row["op_type"]] = per_type.get(row["op_type"], 0.0) + float(row["total_compute_time"])
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    total = sum(per_type.values())
-    if not total:
-        return {}
-    model = sum(v for k, v in per_type.items() if MODEL_OP_TIME.search(k))
-    ranked = sorted(per_type.items(), key=lambda kv: -kv[1])[:top]
-    return {"traced_steps": steps, "model_ops_share": round(model / total, 4),
-            "top_ops": [[k, round(v / total, 4)] for k, v in ranked]}
+    return op_time_summary(per_type, steps, top)
 
 
 def bare_and_pipeline(net, loss, opt, batch_size: int, image_size: int, make_dataset, quick: bool,

@@ -1,11 +1,12 @@
 """TensorFlow pieces: dense matmul rate and graph FLOP counting (tf.compat.v1 profiler)."""
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 
 import tensorflow as tf
+
+from ci.benchlib import op_time_summary
 
 
 def matmul_rate(n: int = 2048, reps: int = 20) -> float:
@@ -62,16 +63,11 @@ def threads() -> dict:
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
-# op types that run a model's convolutions and matmuls in a trace: their gradients and oneDNN's
-# _MklNative* / _MklFused* forms included
-MODEL_OP_TIME = re.compile(r"Conv2D|MatMul")
-
-
 def op_time_shares(sess, fetches, feed, steps: int = 3, top: int = 6) -> dict:
     """Share of op time per op type over ``steps`` fully traced Session runs (RunMetadata step stats).
 
     Each kernel's own wall time is summed by type (kernels overlap under inter-op parallelism, so this is
-    a share of the op time, close to a share of CPU time); ``model_ops_share`` is that of MODEL_OP_TIME.
+    a share of the op time, close to a share of CPU time); summarised by ci.benchlib.op_time_summary.
     """
     run_options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
     per_type = Counter()
@@ -84,7 +80,4 @@ def op_time_shares(sess, fetches, feed, steps: int = 3, top: int = 6) -> dict:
                 label = node.timeline_label
                 op = label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else node.node_name
                 per_type[op] += node.all_end_rel_micros
-    total = sum(per_type.values()) or 1
-    model = sum(v for k, v in per_type.items() if MODEL_OP_TIME.search(k))
-    return {"traced_steps": steps, "model_ops_share": round(model / total, 4),
-            "top_ops": [[k, round(v / total, 4)] for k, v in per_type.most_common(top)]}
+    return op_time_summary(per_type, steps, top)

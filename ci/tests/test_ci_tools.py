@@ -121,6 +121,16 @@ def test_bench_derives_overhead_mfu_and_pipeline_ratio():
             "matmul rate (bare-loop MFU 50.0% / 80.0%); largest: Conv2D 50.0%, Relu 10.0%") in md
 
 
+def test_op_time_summary_counts_convolutions_matmuls_and_their_gradients():
+    from ci.benchlib import op_time_summary
+    per_type = {"_MklNativeConv2DBackpropFilter": 30.0, "MatMul": 20.0, "Conv2D": 10.0, "Pow": 25.0,
+                "MaxPoolGrad": 10.0, "Relu": 5.0}
+    s = op_time_summary(per_type, steps=2, top=3)
+    assert s["traced_steps"] == 2 and s["model_ops_share"] == 0.6
+    assert s["top_ops"] == [["_MklNativeConv2DBackpropFilter", 0.3], ["Pow", 0.25], ["MatMul", 0.2]]
+    assert op_time_summary({}, steps=2) == {}
+
+
 def test_bench_pools_the_windows_of_alternated_rounds():
     import bench
     # a slow round and a fast one: the pooled median sits between the rounds' own medians
