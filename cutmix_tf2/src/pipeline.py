@@ -87,6 +87,7 @@ def _shuffle(ds, seed):
 
 
 def _one_epoch(x, y, epoch, seed, batch_size, use_cutmix=True, drop_remainder=False, steps=None):
+    """The batches of one epoch: two independently shuffled copies zipped, shuffled, batched, CutMix'ed."""
     # Shuffling and zipping move whole samples; everything that computes (uint8 -> float, CutMix) runs once
     # per batch on [B, 32, 32, 3] tensors: per-sample map functions cost ~8x more pipeline time (BENCHMARKS.md)
     def copy(stream):
@@ -105,22 +106,17 @@ def _one_epoch(x, y, epoch, seed, batch_size, use_cutmix=True, drop_remainder=Fa
     return ds.take(steps) if steps else ds
 
 
-def train_epoch(x, y, epoch, seed, batch_size, **kw):
-    """The batches of one epoch: two independently shuffled copies zipped, shuffled, batched, CutMix'ed.
-
-    Exactly the batches epoch ``epoch`` of ``train_dataset`` yields (both build it inside flat_map).
-    """
-    x, y = tf.constant(x), tf.constant(y)
-    return tf.data.Dataset.from_tensors(tf.constant(epoch, tf.int64)).flat_map(
-        lambda e: _one_epoch(x, y, e, seed, batch_size, **kw))
-
-
 def train_dataset(x, y, first_epoch, epochs, seed, batch_size, **kw):
     """Epochs ``first_epoch..epochs-1`` back to back; ``fit`` cuts them apart with ``steps_per_epoch``."""
     x, y = tf.constant(x), tf.constant(y)
     ds = tf.data.Dataset.range(first_epoch, epochs)
     ds = ds.flat_map(lambda e: _one_epoch(x, y, e, seed, batch_size, **kw))
     return ds.prefetch(AUTOTUNE)
+
+
+def train_epoch(x, y, epoch, seed, batch_size, **kw):
+    """The batches of epoch ``epoch`` alone, exactly as ``train_dataset`` yields them (--save_samples)."""
+    return train_dataset(x, y, epoch, epoch + 1, seed, batch_size, **kw)
 
 
 def test_dataset(x, y, batch_size, drop_remainder=False):
