@@ -6,12 +6,18 @@ ops against, so the only other need is a C++17 compiler (``$CXX``, default g++).
 once per machine, TensorFlow version and source; the library is kept in ``$MODELZOO_KERNEL_CACHE``
 (default ``$XDG_CACHE_HOME/modelzoo/kernels``), named by a hash of all of those, written to a temporary
 name and renamed, under a file lock so that the ranks of a distributed run build it once.
+
+The build targets the host (``-march=native``, or ``$MODELZOO_KERNEL_MARCH``) with the ISA features in
+``DISABLED_FEATURES`` switched off, and falls back to the compiler's default target if that build fails,
+so that no CPU can break it; ``tests/test_kernels.py`` compiles it for Intel and AMD targets on any host.
 """
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,10 +46,51 @@ def _cpu_flags():
         return ""
 
 
-def _build_command(cxx, output):
-    # -march=native: Eigen's exp/rsqrt vectorise at the machine's width; the cache key includes the CPU flags
-    return ([cxx, "-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-w", str(SOURCE), "-o", str(output)]
-            + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
+# ISA features switched off whatever the target. avx512fp16 (Sapphire Rapids and later Intel CPUs): the
+# headers of TensorFlow's bundled Eigen (arch/AVX512/PacketMathFP16.h) do not compile under g++ 12 when it is
+# on ("expected initializer before '<'" at predux_half_dowto4), and the kernel has no half-precision math.
+DISABLED_FEATURES = ("avx512fp16",)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_accepts(cxx, flag):
+    """Whether ``cxx`` knows ``flag`` (a compiler too old to know a feature cannot turn it on either)."""
+    try:
+        return subprocess.run([cxx, flag, "-x", "c++", "-fsyntax-only", "-"], input="", capture_output=True,
+                              text=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def target_flags(cxx, march):
+    """The code-generation flags for ``-march=march`` (None: the compiler's default target)."""
+    if march is None:
+        return []
+    return [f"-march={march}"] + [f"-mno-{feature}" for feature in DISABLED_FEATURES
+                                  if _compiler_accepts(cxx, f"-mno-{feature}")]
+
+
+def host_march():
+    # native: Eigen's exp/rsqrt vectorise at the machine's width; the cache key includes the CPU flags
+    return os.environ.get("MODELZOO_KERNEL_MARCH") or "native"
+
+
+def build_command(cxx, output, march, shared=True):
+    """The compile command for ``march``; ``shared=False`` compiles an object file only (the target tests)."""
+    return ([cxx, "-std=c++17", "-O3", *target_flags(cxx, march), "-fPIC", "-shared" if shared else "-c", "-w",
+             str(SOURCE), "-o", str(output)]
+            + tf.sysconfig.get_compile_flags() + (tf.sysconfig.get_link_flags() if shared else []))
+
+
+def _compile(cmd):
+    """None when ``cmd`` compiled, else the compiler's last line of output (or why it did not run)."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if proc.returncode == 0:
+        return None
+    return (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
 
 
 def library_path():
@@ -56,7 +103,7 @@ def library_path():
     except (OSError, subprocess.SubprocessError) as exc:
         raise KernelUnavailable(f"C++ compiler {cxx!r} does not run: {exc}") from None
     key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, version, _cpu_flags(),
-                                    " ".join(_build_command(cxx, "out"))]).encode()).hexdigest()[:16]
+                                    " ".join(build_command(cxx, "out", host_march()))]).encode()).hexdigest()[:16]
     return cxx, cache_dir() / f"bn_mish-{key}.so"
 
 
@@ -70,10 +117,13 @@ def _build(cxx, path, damaged=None):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".so.tmp", dir=path.parent)
         os.close(fd)
         try:
-            proc = subprocess.run(_build_command(cxx, tmp), capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-                raise KernelUnavailable(f"building {SOURCE.name} with {cxx} failed: {last}")
+            # the host's target first; the compiler's default target if that fails (slower, but it builds)
+            failed = _compile(build_command(cxx, tmp, host_march()))
+            if failed is not None:
+                if _compile(build_command(cxx, tmp, None)) is not None:
+                    raise KernelUnavailable(f"building {SOURCE.name} with {cxx} failed: {failed}")
+                print(f"{SOURCE.name}: the -march={host_march()} build failed ({failed}); built for the "
+                      f"compiler's default target instead", file=sys.stderr, flush=True)
             os.chmod(tmp, 0o755)
             os.replace(tmp, path)
         finally:
