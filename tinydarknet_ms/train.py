@@ -31,7 +31,8 @@ from src.dataset import create_dataset_imagenet, find_split, load_samples  # noq
 from src.lr_scheduler import warmup_cosine_annealing_lr, warmup_step_lr  # noqa: E402
 from src.tinydarknet import TinyDarkNet, count_params  # noqa: E402
 from src.utils import (ckpt_name, detect_device, fail, find_resume, is_distributed, load_into,  # noqa: E402
-                       prune_checkpoints, read_checkpoint, resolve_amp, save_checkpoint_atomic, setup_context)
+                       prune_checkpoints, read_checkpoint, resolve_amp, resolve_leaky, save_checkpoint_atomic,
+                       setup_context)
 
 NETWORK = "TinyDarknet_for_MindSpore"
 
@@ -120,7 +121,7 @@ def main(argv=None):
         + (f"; val: {len(val_samples)} images from {val_dir}" if val_samples else ""))
 
     # ---- network, loss, optimiser, model -----------------------------------------------------------------
-    net = TinyDarkNet(num_classes=cfg.num_classes, leaky=cfg.leaky_relu)
+    net = TinyDarkNet(num_classes=cfg.num_classes, leaky=resolve_leaky(cfg.leaky_relu, device))
     if cfg.pre_trained:
         _load_or_fail(net, cfg.checkpoint_path)
     # every rank builds the same seeded weights (DATA_PARALLEL does not broadcast them): the digest lets a test

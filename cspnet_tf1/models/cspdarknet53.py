@@ -30,8 +30,9 @@ CSP_STAGES = ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 102
 # Normalisation (+ the Mish after it): "moments" is the original's tf.nn.moments + tf.nn.batch_normalization,
 # then Mish from Softplus, Tanh and Mul; "fused" is one FusedBatchNorm kernel per layer (utils.batch_norm),
 # then the same Mish ops; "kernel" is normalisation and Mish in one compiled CPU kernel, forward and
-# gradient (kernels/bn_mish.cc). "auto" keeps the original on Ascend (its graph for the conv-native cube
-# unit), is the kernel on CPU (fused where no compiler can build it) and fused on GPU.
+# gradient (kernels/bn_mish.cc). "auto" keeps the original on Ascend and GPU (every rewrite here was measured
+# on CPUs only; the accelerators' conv and normalisation kernels are another matter) and picks the fast forms
+# on CPU: matmul convolutions and the kernel (fused where no compiler can build it).
 CONV_IMPLS = ("auto", "matmul", "conv2d")
 BN_IMPLS = ("auto", "kernel", "fused", "moments")
 MAX_BLOCK_POSITIONS = 4  # largest map (H*W) a 3x3 kernel runs as a matmul on
@@ -48,7 +49,7 @@ def set_conv_impl(impl, device="cpu"):
     """Select the formulation for graphs built from now on (the --conv_impl flag of train.py / test.py)."""
     global _conv_impl
     _check("conv_impl", CONV_IMPLS, impl)
-    _conv_impl = ("conv2d" if device == "npu" else "matmul") if impl == "auto" else impl
+    _conv_impl = ("matmul" if device == "cpu" else "conv2d") if impl == "auto" else impl
     return _conv_impl
 
 
@@ -62,7 +63,7 @@ def set_bn_impl(impl, device="cpu"):
     global _bn_impl
     _check("bn_impl", BN_IMPLS, impl)
     if impl == "auto":
-        impl = {"npu": "moments", "gpu": "fused"}.get(device, "kernel")
+        impl = "kernel" if device == "cpu" else "moments"
         ok, why = kernels.available() if impl == "kernel" else (True, "")
         if not ok:
             print(f"--bn_impl auto: using fused, the CPU kernel is unavailable ({why})", flush=True)

@@ -162,15 +162,15 @@ def test_fast_network_equals_the_original_network(bn):
     assert max(rel[1:]) < 1e-2, max(rel[1:])
 
 
-def test_auto_keeps_conv2d_on_ascend():
+def test_auto_keeps_the_originals_conv2d_on_accelerators():
     assert cspdarknet53.set_conv_impl("auto", "npu") == "conv2d"
-    assert cspdarknet53.set_conv_impl("auto", "gpu") == "matmul"
+    assert cspdarknet53.set_conv_impl("auto", "gpu") == "conv2d"
     assert cspdarknet53.set_conv_impl("auto", "cpu") == "matmul"
     assert cspdarknet53.set_conv_impl("matmul", "npu") == "matmul"
     with pytest.raises(ValueError):
         cspdarknet53.set_conv_impl("winograd")
     assert cspdarknet53.set_bn_impl("auto", "npu") == "moments"
-    assert cspdarknet53.set_bn_impl("auto", "gpu") == "fused"
+    assert cspdarknet53.set_bn_impl("auto", "gpu") == "moments"
     with pytest.raises(ValueError):
         cspdarknet53.set_bn_impl("layer")
     cspdarknet53.set_bn_impl("fused")

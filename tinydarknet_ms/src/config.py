@@ -88,8 +88,9 @@ KEYS = {
     "use_label_smooth": (str2bool, True, "label smoothing on"),
     "label_smooth_factor": (float, 0.1, "label smoothing factor"),
     "amp_level": (str, "auto", "auto (O3 Ascend, O2 GPU, O0 CPU as the original) | O0 | O1 | O2 | O3"),
-    "leaky_relu": (str, "mix", "mix: LeakyReLU(0.2) as 0.2x + 0.8 relu(x) (same function, faster gradient) | "
-                               "max: nn.LeakyReLU's maximum(0.2x, x) as the original"),
+    "leaky_relu": (str, "auto", "auto (mix on CPU, max on Ascend/GPU) | mix: LeakyReLU(0.2) as 0.2x + 0.8 relu(x) "
+                                "(same function, faster CPU gradient) | max: nn.LeakyReLU's maximum(0.2x, x) as the "
+                                "original"),
     # checkpoints and evaluation
     "pre_trained": (str2bool, False, "initialise the network from checkpoint_path before training"),
     "checkpoint_path": (str, "", "checkpoint for pre_trained, eval.py and export.py"),
@@ -109,7 +110,7 @@ CHOICES = {
     "dataset_name": ("imagenet",),
     "lr_scheduler": ("exponential", "cosine_annealing"),
     "amp_level": ("auto", "O0", "O1", "O2", "O3"),
-    "leaky_relu": ("mix", "max"),
+    "leaky_relu": ("auto", "mix", "max"),
     "file_format": ("MINDIR", "ONNX", "AIR", "ALL"),
 }
 

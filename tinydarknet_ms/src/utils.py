@@ -71,6 +71,14 @@ def resolve_amp(amp_level, device_target):
     return AMP_BY_DEVICE.get(device_target, "O0") if amp_level == "auto" else amp_level
 
 
+def resolve_leaky(leaky_relu, device_target):
+    """--leaky_relu auto: the mix form only on CPU, where its faster gradient was measured; the original's
+    nn.LeakyReLU on Ascend and GPU, where no measurement says the rewrite helps (their kernels differ)."""
+    if leaky_relu == "auto":
+        return "mix" if device_target == "CPU" else "max"
+    return leaky_relu
+
+
 # ---- checkpoints ------------------------------------------------------------------------------------------
 CKPT_RE = re.compile(r"-(\d+)_(\d+)\.ckpt$")
 

@@ -60,6 +60,14 @@ def test_relu_mix_leaky_is_the_originals_function_and_gradient():
     np.testing.assert_allclose(g_mix, g_original, rtol=1e-6, atol=1e-6)
 
 
+def test_leaky_relu_auto_is_the_original_on_accelerators():
+    from src.utils import resolve_leaky
+    # the mix form was measured on CPU only: Ascend and GPU get the original's nn.LeakyReLU
+    assert [resolve_leaky("auto", d) for d in ("Ascend", "GPU", "CPU")] == ["max", "max", "mix"]
+    assert [resolve_leaky(c, "Ascend") for c in ("mix", "max")] == ["mix", "max"]
+    assert isinstance(TinyDarkNet(10, leaky=resolve_leaky("auto", "GPU")).conv7.leakyrelu, ms.nn.LeakyReLU)
+
+
 def test_flops_at_224_is_about_one_gflop():
     assert flops_per_image(224, 1000) == pytest.approx(0.983e9, rel=1e-3)
 
