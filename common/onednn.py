@@ -1,45 +1,49 @@
-"""Cap oneDNN at AVX2 on AVX-512 CPUs, for frameworks that give it convolutions in plain NCHW layout.
+"""oneDNN's ISA level for frameworks that give it convolutions in plain NCHW layout, chosen by a probe.
 
-MindSpore 2.10's CPU Conv2D (and its gradients) hand oneDNN 3.10 plain NCHW tensors. On a CPU with
-AVX-512, oneDNN dispatches those to ``jit_uni_ncsp:conv+ref:any``, whose inner convolution is the scalar
-reference kernel: 3x3 convolutions run at about 1 GFLOP/s. With the ISA capped at AVX2 it picks
-``gemm:jit`` (im2col + its FMA GEMM) instead. Measured on a 2-core AMD EPYC with AVX-512, 3x3
-convolution 128 -> 256 channels on 16 x 28 x 28: 6.7 s (ref:any) against 57 ms (gemm:jit); the dense
-matmul rate is the same either way (184.7 vs 184.8 GFLOP/s). On CPUs without AVX-512 nothing changes.
-
-oneDNN reads the variable when it creates its first primitive, so setting it any time before the first
-convolution runs is enough. A variable the user set (``ONEDNN_MAX_CPU_ISA=ALL`` lifts the cap) is kept.
+MindSpore 2.10's CPU Conv2D (and its gradients) hand oneDNN 3.10 plain NCHW tensors. On CPUs with AVX-512
+(a 2-core AMD EPYC and, per a user's report, an Intel Xeon with AMX), oneDNN dispatches those to
+``jit_uni_ncsp:conv+ref:any``, whose inner convolution is the scalar reference kernel (~1 GFLOP/s); capped
+at AVX2 it picks ``gemm:jit`` (im2col + its FMA GEMM): 6.7 s against 57 ms for a 3x3 convolution 128 -> 256
+on 16 x 28 x 28 on that EPYC. Which level is fastest is a property of the host and the oneDNN build, not of
+a vendor or a flag, so ``choose_isa_for_plain_layout_convs`` times a convolution step (forward and both
+gradients, in a child process per level: oneDNN reads the variable once, at its first primitive) under
+oneDNN's own choice and under the AVX2 cap, and sets the cap only where it wins (common/cputune.py: cached
+per host, recorded in the ``cpu tuning:`` line and the run record). A variable the user set is kept.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
+from common import cputune
+
 ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-CAP = "AVX2"
+CANDIDATES = ("ALL", "AVX2")  # ALL: oneDNN's own choice (no cap)
+TIMED_PROBE = Path(__file__).with_name("onednn_probe.py")
 
 
-def cpu_has_avx512(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """True when the first ``flags`` line of ``cpuinfo`` lists avx512f (x86 Linux); False when unreadable."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return "avx512f" in line.split(":", 1)[-1].split()
-    return False
+def _measure_mindspore_conv(isa: str) -> float:
+    return cputune.run_probe_child([str(TIMED_PROBE)], {"ONEDNN_MAX_CPU_ISA": isa}, timeout=300)
 
 
-def cap_isa_for_plain_layout_convs(environ=None, cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
-    """Set ONEDNN_MAX_CPU_ISA=AVX2 when the CPU has AVX-512 and the user chose no ISA; return what was set."""
+def choose_isa_for_plain_layout_convs(environ=None, measure=_measure_mindspore_conv) -> cputune.Decision:
+    """Decide oneDNN's ISA level for MindSpore's convolutions on this host; set ONEDNN_MAX_CPU_ISA if capped."""
     env = os.environ if environ is None else environ
-    if any(name in env for name in ISA_VARIABLES) or not cpu_has_avx512(cpuinfo):
-        return None
-    env["ONEDNN_MAX_CPU_ISA"] = CAP
-    return CAP
+    for name in ISA_VARIABLES:
+        if name in env:
+            return cputune.record("onednn_isa", env[name], "user", note=f"${name}")
+    try:
+        version = metadata.version("mindspore")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    decision = cputune.probe("onednn_isa", CANDIDATES, measure, default="ALL",
+                             key=f"mindspore {version}; {TIMED_PROBE.name} v1")
+    if decision.choice != "ALL":
+        env["ONEDNN_MAX_CPU_ISA"] = decision.choice
+    return decision
 
 
 # a MindSpore 3x3 convolution, forward and both gradients, run after the recipe's ``src`` package is imported

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from .banner import print_banner
+from . import cputune
 from .checkpoint import atomic_write_text
 from .throughput import ThroughputMeter
 
@@ -95,6 +96,8 @@ def finish_run(*, output_dir, network: str, case: str, framework: str, framework
         "cpu_count": os.cpu_count(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "window_images_per_sec": [round(r, 3) for r in meter.window_rates()],
         "median_window_images_per_sec": round(meter.as_dict()["median_window_images_per_sec"], 3),
+        # the CPU and every host-dependent choice of this run (probed, cached, the user's, or a rule)
+        "cpu_tuning": cputune.as_record(),
     }
     if extra:
         record.update(extra)

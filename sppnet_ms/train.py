@@ -101,6 +101,7 @@ def main(argv=None):
     from mindspore.train import Model
     from mindspore.train.loss_scale_manager import DynamicLossScaleManager, FixedLossScaleManager
 
+    from common import cputune
     from common.checkpoint import CheckpointError
     from common.imagefolder import ImageFolderError
     from common.progress import Progress
@@ -147,6 +148,8 @@ def main(argv=None):
                                      gradients_mean=args.gradients_mean)
     primary = rank == 0
     log = print if primary else (lambda *a, **k: None)
+    if primary:
+        cputune.announce()  # the host's CPU and what was probed on it (oneDNN's ISA level: src/__init__.py)
     ms.set_seed(cfg.seed)
     mds.config.set_seed(cfg.seed)
     amp_level = default_amp_level(target) if args.amp_level == 'auto' else args.amp_level

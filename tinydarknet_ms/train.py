@@ -22,6 +22,7 @@ sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ wi
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.imagefolder import ImageFolderError  # noqa: E402
 from common.progress import Progress  # noqa: E402
+from common import cputune  # noqa: E402
 from common.runrecord import case_name, finish_run  # noqa: E402
 from common.summary import EpochSummary, plot_curves  # noqa: E402
 from common.throughput import ThroughputMeter  # noqa: E402
@@ -95,6 +96,11 @@ def main(argv=None):
     ms.set_seed(cfg.seed)
     primary = rank == 0
     log = print if primary else (lambda *_a, **_k: None)
+    leaky = resolve_leaky(cfg.leaky_relu, device)
+    cputune.record("leaky_relu", leaky, "rule" if cfg.leaky_relu == "auto" else "user",
+                   note="auto: mix on CPU, the original max on Ascend/GPU" if cfg.leaky_relu == "auto" else "--leaky_relu")
+    if primary:
+        cputune.announce()  # the host's CPU and what was probed on it (oneDNN's ISA level: src/__init__.py)
 
     # ---- data --------------------------------------------------------------------------------------------
     try:
@@ -121,7 +127,7 @@ def main(argv=None):
         + (f"; val: {len(val_samples)} images from {val_dir}" if val_samples else ""))
 
     # ---- network, loss, optimiser, model -----------------------------------------------------------------
-    net = TinyDarkNet(num_classes=cfg.num_classes, leaky=resolve_leaky(cfg.leaky_relu, device))
+    net = TinyDarkNet(num_classes=cfg.num_classes, leaky=leaky)
     if cfg.pre_trained:
         _load_or_fail(net, cfg.checkpoint_path)
     # every rank builds the same seeded weights (DATA_PARALLEL does not broadcast them): the digest lets a test

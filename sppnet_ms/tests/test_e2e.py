@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from common import cputune
 from common.banner import parse_banner
 
 from conftest import RECIPE, digits_imagenet, error_lines, run
@@ -42,6 +43,11 @@ def test_performance_script_prints_banner_and_writes_records(perf_run):
     case_log = (out / 'ZFNet_bs16_1p_perf.log').read_text()
     assert 'CaseName = ZFNet_bs16_1p_perf' in case_log and 'RankSize = 1' in case_log
     assert (out / 'train_0.log').read_text().count('Final result') == 1
+
+
+def test_cpu_tuning_line_and_record(perf_run):
+    out, log = perf_run
+    cputune.assert_reported(log, json.loads((out / 'ZFNet_bs16_1p_perf.json').read_text()), ["onednn_isa"])
 
 
 def test_learning_check_reaches_chance_plus_0_4(perf_run):

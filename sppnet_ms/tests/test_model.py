@@ -111,3 +111,22 @@ def test_convolutions_never_run_on_onednns_reference_kernel(tmp_path):
     impls = mindspore_conv_implementations(Path(__file__).resolve().parents[1], tmp_path)
     assert len(impls) >= 3, impls  # forward, input gradient, weight gradient
     assert not [i for i in impls if "ref" in i], impls
+
+
+def test_onednn_probe_child_times_all_three_convolutions_under_the_level_it_is_given():
+    # common/onednn.py decides the ISA cap from this child's timings: it must run the forward pass and both
+    # gradients under the level set in its environment, and report a time
+    import os
+    import subprocess
+    import sys
+    from common import cputune, onednn
+    env = {k: v for k, v in os.environ.items() if k not in onednn.ISA_VARIABLES}
+    proc = subprocess.run([sys.executable, str(onednn.TIMED_PROBE)], capture_output=True, text=True, timeout=300,
+                          env={**env, "ONEDNN_MAX_CPU_ISA": "AVX2", "ONEDNN_VERBOSE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fields = [f + [""] * 8 for f in (line.split(",") for line in proc.stdout.splitlines()) if f[0] == "onednn_verbose"]
+    assert [f[4] for f in fields if f[2] == "info" and f[4].startswith("isa:")] == ["isa:Intel AVX2"]
+    convs = {f[7] for f in fields if f[3:6] == ["exec", "cpu", "convolution"]}
+    assert convs == {"forward_training", "backward_data", "backward_weights"}, convs
+    (seconds,) = [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith(cputune.PROBE_RESULT)]
+    assert 0 < seconds < 60

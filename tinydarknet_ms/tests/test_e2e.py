@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common import cputune
 from common.banner import parse_banner
 from conftest import RECIPE, SMALL, python, run
 
@@ -21,6 +22,13 @@ def _ckpt(out):
 
 
 class TestPerformanceScript:
+    def test_cpu_tuning_line_and_record(self, perf_run):
+        out, stdout = perf_run
+        rec = json.loads((out / f"{CASE}_perf.json").read_text())
+        cputune.assert_reported(stdout, rec, ["onednn_isa", "leaky_relu"])
+        assert rec["cpu_tuning"]["choices"]["leaky_relu"]["choice"] == "mix"
+
+
     def test_banner_and_records(self, perf_run):
         out, stdout = perf_run
         banner = parse_banner(stdout)
