@@ -15,6 +15,7 @@ writes ``as_record()`` into the JSON run record as ``cpu_tuning``.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -113,7 +114,8 @@ def probe(name: str, candidates, measure: Callable[[str], float], default: str, 
     candidates = list(candidates)
     if default not in candidates:
         raise ValueError(f"{name}: default {default!r} is not one of {candidates}")
-    path = cache_dir() / f"{name}-{host_key(key)}.json"
+    # the candidates are part of the key: a run that can offer fewer (no compiler for a kernel) has its own entry
+    path = cache_dir() / f"{name}-{host_key(key + chr(0) + '|'.join(candidates))}.json"
     seconds = _read_cache(path, candidates)
     how = "cached"
     if seconds is None:
@@ -134,6 +136,24 @@ def probe(name: str, candidates, measure: Callable[[str], float], default: str, 
     decision = Decision(name, _pick(seconds, default), how, seconds)
     _decisions[name] = decision
     return decision
+
+
+def probe_steps(name: str, candidates, prepare, default: str, key: str = "", rounds: int = 5,
+                warmup: int = 1) -> Decision:
+    """``probe`` for in-process candidates: ``prepare(candidate, stack)`` builds one step callable (cleanups go
+    on the ExitStack ``stack``); steps of all candidates are then timed one after another, ``rounds`` times,
+    so that load on a shared host hits every candidate alike. Nothing is built when the cache answers."""
+    steps = {}
+    with contextlib.ExitStack() as stack:
+        def measure(c):
+            if c not in steps:
+                steps[c] = prepare(c, stack)
+                for _ in range(warmup):
+                    steps[c]()
+            t0 = time.perf_counter()
+            steps[c]()
+            return time.perf_counter() - t0
+        return probe(name, candidates, measure, default, key, rounds=rounds)
 
 
 def run_probe_child(args, env_update: dict, timeout: float = 300, cwd=None) -> float:

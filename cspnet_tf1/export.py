@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-# oneDNN kernels are off by default on non-Intel x86; they double the CPU step rate of this network
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# oneDNN kernels on or off, as a probe measured on this host (TensorFlow reads the setting at import)
+from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
+
+choose_tf_onednn_opts()
 import tensorflow as tf  # noqa: E402
 
 import ckpt

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-# oneDNN kernels are off by default on non-Intel x86; they double the CPU step rate of this network
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# oneDNN kernels on or off, as a probe measured on this host (TensorFlow reads the setting at import)
+from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
+
+choose_tf_onednn_opts()
 import tensorflow as tf  # noqa: E402
 
 import utils
+from common import cputune
 from common.checkpoint import CheckpointError
 from common.cifar import DatasetError
 from common.progress import Progress
@@ -179,6 +182,8 @@ def main(argv=None):
     print(f"device {device}, mixed precision {'on' if amp else 'off'}, convolutions {conv_impl}, "
           f"normalisation {bn_impl}, seed {seed}; {len(x_tr)} train / {len(x_te)} test images, "
           f"{steps_per_epoch} batches of {args.batch_size} per epoch")
+    if chief:
+        cputune.announce()  # the CPU and what was probed on it (oneDNN on/off, conv_impl, bn_impl)
     if cluster.distributed:
         print(f"rank {rank}/{world}: {len(x_tr)} training images, shard sha256 {dist.digest([x_tr, y_tr])}; "
               f"global batch {args.batch_size * world}", flush=True)

@@ -20,6 +20,9 @@ sys.path.insert(0, str(RECIPE_DIR))
 if str(RECIPE_DIR.parent) not in sys.path:
     sys.path.insert(1, str(RECIPE_DIR.parent))
 
+from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
+
+choose_tf_onednn_opts()  # the same kernels as train.py on this host (TensorFlow reads the setting at import)
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.cifar import DatasetError  # noqa: E402
 from src.data import load_arrays, one_hot  # noqa: E402

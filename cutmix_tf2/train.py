@@ -22,15 +22,18 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN kernels: TensorFlow enables them by default only on Intel CPUs; measured faster on this model
-# (BENCHMARKS.md, before/after rows). TF_ENABLE_ONEDNN_OPTS=0 restores TensorFlow's choice.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
 RECIPE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(RECIPE_DIR))
 if str(RECIPE_DIR.parent) not in sys.path:
     sys.path.insert(1, str(RECIPE_DIR.parent))
 
+# oneDNN kernels on or off, as a probe measured on this host (TensorFlow reads the setting at import; a
+# TF_ENABLE_ONEDNN_OPTS of the user's is kept)
+from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
+
+choose_tf_onednn_opts()
+
+from common import cputune  # noqa: E402
 from common.cifar import DatasetError  # noqa: E402
 from common.checkpoint import CheckpointError, atomic_write, atomic_write_dir, remove_stale_temps  # noqa: E402
 from common.config import ConfigError, parse_args  # noqa: E402
@@ -194,6 +197,8 @@ def main(argv=None) -> int:
     say(f"cutmix_tf2: device={device} precision={policy} workers={world} cutmix={not args.no_cutmix} "
         f"eval_static={args.eval_static} batch_size={args.batch_size} epochs={args.epochs} seed={args.seed} "
         f"train={len(x_train)} test={len(x_test)} data={args.data_dir}", flush=True)
+    if is_chief:
+        cputune.announce()  # the CPU and what was probed on it (TensorFlow's oneDNN kernels on or off)
 
     # -- model: initial weights saved then reloaded, as the original does --
     with strategy.scope():

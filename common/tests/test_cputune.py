@@ -138,3 +138,18 @@ def test_host_reads_vendor_model_and_isa_flags(tmp_path):
     assert (h["vendor"], h["model"]) == ("GenuineIntel", "Intel(R) Xeon(R) Platinum 8480+")
     assert h["isa"] == ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"]
     assert cputune.host_key("", info) != cputune.host_key("", tmp_path / "missing")
+
+
+def test_in_process_steps_are_built_once_timed_alternately_and_cleaned_up():
+    built, ran, closed = [], [], []
+
+    def prepare(c, stack):
+        built.append(c)
+        stack.callback(closed.append, c)
+        return lambda: ran.append(c)
+    d = cputune.probe_steps("x", ["a", "b"], prepare, default="a", rounds=3, warmup=1)
+    assert built == ["a", "b"] and closed == ["b", "a"]
+    assert ran == ["a", "a", "b", "b", "a", "b", "a", "b"]  # warm-up with the build, then alternating
+    assert d.how == "probed" and set(d.seconds) == {"a", "b"}
+    again = cputune.probe_steps("x", ["a", "b"], prepare, default="a")
+    assert again.how == "cached" and built == ["a", "b"]  # the cache answered: nothing built

@@ -11,8 +11,12 @@ Mirrors ``models/cspdarknet53.py`` of Ascend ModelZoo-TensorFlow CSPNet_ID0840 (
 Variable and name-scope names follow the original so that its checkpoints restore into this graph,
 and the logits op is ``stage6/Add_1``, the output node the Ascend ACL companion freezes.
 """
+import os
+
 import numpy as np
 import tensorflow as tf
+
+from common import cputune
 
 import kernels
 import utils
@@ -31,8 +35,8 @@ CSP_STAGES = ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 102
 # then Mish from Softplus, Tanh and Mul; "fused" is one FusedBatchNorm kernel per layer (utils.batch_norm),
 # then the same Mish ops; "kernel" is normalisation and Mish in one compiled CPU kernel, forward and
 # gradient (kernels/bn_mish.cc). "auto" keeps the original on Ascend and GPU (every rewrite here was measured
-# on CPUs only; the accelerators' conv and normalisation kernels are another matter) and picks the fast forms
-# on CPU: matmul convolutions and the kernel (fused where no compiler can build it).
+# on CPUs only; the accelerators' conv and normalisation kernels are another matter) and on CPU takes what a
+# timed training step of the whole network on this host says is fastest (set_conv_impl / set_bn_impl).
 CONV_IMPLS = ("auto", "matmul", "conv2d")
 BN_IMPLS = ("auto", "kernel", "fused", "moments")
 MAX_BLOCK_POSITIONS = 4  # largest map (H*W) a 3x3 kernel runs as a matmul on
@@ -46,10 +50,21 @@ def _check(flag, choices, impl):
 
 
 def set_conv_impl(impl, device="cpu"):
-    """Select the formulation for graphs built from now on (the --conv_impl flag of train.py / test.py)."""
+    """Select the formulation for graphs built from now on (the --conv_impl flag of train.py / test.py).
+
+    "auto" on CPU times a training step of the whole network in each formulation on this host (cached per
+    host, common/cputune.py) and keeps the original's conv2d unless matmul is measurably faster.
+    """
     global _conv_impl
     _check("conv_impl", CONV_IMPLS, impl)
-    _conv_impl = ("matmul" if device == "cpu" else "conv2d") if impl == "auto" else impl
+    if impl == "auto" and device == "cpu":
+        impl = cputune.probe_steps("conv_impl", ["conv2d", "matmul"], lambda c, stack: training_step(c, "fused", stack),
+                                   default="conv2d", key=_probe_key()).choice
+    elif impl == "auto":
+        impl = cputune.record("conv_impl", "conv2d", "rule", note=f"the original's on {device}").choice
+    else:
+        cputune.record("conv_impl", impl, "user", note="--conv_impl")
+    _conv_impl = impl
     return _conv_impl
 
 
@@ -57,23 +72,58 @@ def set_bn_impl(impl, device="cpu"):
     """Select the normalisation's formulation for graphs built from now on (the --bn_impl flag).
 
     "kernel" needs the kernel library (raises kernels.KernelUnavailable, saying why, if it cannot be
-    built) and a CPU: its ops have no GPU or NPU implementation. "auto" on CPU falls back to "fused",
-    printing the reason, where the library cannot be built.
+    built) and a CPU: its ops have no GPU or NPU implementation. "auto" on CPU times a training step of
+    the whole network (with the convolutions chosen so far) in each formulation this host can run, and
+    keeps the original's moments unless another is measurably faster; it prints why the kernel is left
+    out where the library cannot be built.
     """
     global _bn_impl
     _check("bn_impl", BN_IMPLS, impl)
-    if impl == "auto":
-        impl = "kernel" if device == "cpu" else "moments"
-        ok, why = kernels.available() if impl == "kernel" else (True, "")
-        if not ok:
-            print(f"--bn_impl auto: using fused, the CPU kernel is unavailable ({why})", flush=True)
-            impl = "fused"
-    elif impl == "kernel":
-        if device != "cpu":
-            raise ValueError(f"--bn_impl kernel is a CPU kernel; on {device} use fused or moments")
-        kernels.load()
+    if impl == "auto" and device == "cpu":
+        candidates = ["moments", "fused"]
+        ok, why = kernels.available()
+        if ok:
+            candidates.append("kernel")
+        else:
+            print(f"--bn_impl auto: the CPU kernel is unavailable ({why}); choosing between fused and moments",
+                  flush=True)
+        conv = _conv_impl
+        impl = cputune.probe_steps("bn_impl", candidates, lambda b, stack: training_step(conv, b, stack),
+                                   default="moments", key=_probe_key() + f"; conv_impl {conv}").choice
+    elif impl == "auto":
+        impl = cputune.record("bn_impl", "moments", "rule", note=f"the original's on {device}").choice
+    else:
+        if impl == "kernel":
+            if device != "cpu":
+                raise ValueError(f"--bn_impl kernel is a CPU kernel; on {device} use fused or moments")
+            kernels.load()
+        cputune.record("bn_impl", impl, "user", note="--bn_impl")
     _bn_impl = impl
     return _bn_impl
+
+
+def _probe_key():
+    # the kernels behind each formulation change with TensorFlow's version and its oneDNN setting
+    return f"tensorflow {tf.__version__}; TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}; step v2"
+
+
+def training_step(conv_impl, bn_impl, stack, batch=16):
+    """A callable running one SGD step of the whole network on a fixed batch, built with the given formulations
+    in a graph of its own (the CPU probe's step; its session is closed by the ExitStack ``stack``)."""
+    global _conv_impl, _bn_impl
+    saved = _conv_impl, _bn_impl
+    _conv_impl, _bn_impl = conv_impl, bn_impl
+    try:
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf1.constant(np.random.RandomState(0).uniform(0, 255, [batch, 32, 32, 3]).astype(np.float32))
+            step = tf1.train.GradientDescentOptimizer(1e-6).minimize(tf.reduce_mean(tf.square(classifier(x))))
+            init = tf1.global_variables_initializer()
+    finally:
+        _conv_impl, _bn_impl = saved
+    sess = stack.enter_context(tf1.Session(graph=graph, config=utils.session_config("cpu")))
+    sess.run(init)
+    return lambda: sess.run(step)
 
 
 def _same_offsets(size, kernel, stride):

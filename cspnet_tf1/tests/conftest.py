@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
-# as the entry points do, before this process imports TensorFlow: in-process recomputations then use the same
-# (oneDNN) kernels as the runs they check
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "cspnet_tf1"
 for p in (str(ROOT), str(RECIPE)):
     if p not in sys.path:
         sys.path.insert(0, p)
+
+# as the entry points do, before this process imports TensorFlow: in-process recomputations then use the same
+# (oneDNN or not) kernels as the runs they check
+from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
+
+choose_tf_onednn_opts()
 DIGITS = ROOT / "data" / "digits"
 
 

@@ -6,10 +6,16 @@ import struct
 
 import pytest
 
+from common import cputune
 from common.banner import parse_banner
 from conftest import python
 
 CASE = "CSPNet_ID0840_for_TensorFlow_bs16_1p_perf"
+
+
+def test_cpu_tuning_line_and_record(trained):
+    out, stdout = trained
+    cputune.assert_reported(stdout, json.loads((out / f"{CASE}.json").read_text()), ["tf_onednn", "conv_impl", "bn_impl"])
 
 
 def test_banner_and_run_records(trained):

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import kernels
 import utils
+from common import cputune
 from conftest import RECIPE, env
 
 tf1 = tf.compat.v1
@@ -99,7 +100,7 @@ def test_library_is_built_once_by_concurrent_ranks_and_a_damaged_one_is_rebuilt(
     assert path.read_bytes()[:4] == b"\x7fELF"
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, f".{path.name}.lock"])
     built = path.stat().st_mtime_ns
-    out, err, rc = _loader("auto", cache)  # a later run uses the cached library as it is
+    out, err, rc = _loader("kernel", cache)  # a later run uses the cached library as it is
     assert rc == 0 and "impl kernel" in out, err[-2000:]
     assert path.stat().st_mtime_ns == built
 
@@ -107,8 +108,9 @@ def test_library_is_built_once_by_concurrent_ranks_and_a_damaged_one_is_rebuilt(
 def test_without_a_compiler_auto_falls_back_and_kernel_is_a_one_line_error(tmp_path):
     no_cxx = {"MODELZOO_KERNEL_CACHE": str(tmp_path / "kernels"), "CXX": "no-such-compiler"}
     out, err, rc = _loader("auto", no_cxx)
-    assert rc == 0 and "impl fused" in out
-    assert "--bn_impl auto: using fused, the CPU kernel is unavailable (no C++ compiler: 'no-such-compiler'" in out
+    assert rc == 0 and ("impl fused" in out or "impl moments" in out), err[-2000:]
+    assert ("--bn_impl auto: the CPU kernel is unavailable (no C++ compiler: 'no-such-compiler' is not on PATH "
+            "(set $CXX)); choosing between fused and moments") in out
     proc = subprocess.run([sys.executable, RECIPE / "train.py", "--bn_impl", "kernel", "--data_path",
                            tmp_path / "none", "--output_path", tmp_path / "out"], cwd=RECIPE,
                           env={**env(), **no_cxx}, capture_output=True, text=True, timeout=300)
@@ -124,7 +126,10 @@ def test_kernel_is_cpu_only():
         cspdarknet53.set_bn_impl("kernel", "gpu")
     assert cspdarknet53.set_bn_impl("auto", "gpu") == "moments"  # the original's ops on accelerators
     assert cspdarknet53.set_bn_impl("auto", "npu") == "moments"
-    assert cspdarknet53.set_bn_impl("auto", "cpu") == "kernel"  # this machine (and CI) has g++
+    # on CPU auto is what a timed step of the network measured fastest on this host, the kernel among the
+    # candidates (this machine and CI have g++)
+    assert cspdarknet53.set_bn_impl("auto", "cpu") == cputune.decisions()["bn_impl"].choice
+    assert set(cputune.decisions()["bn_impl"].seconds) == {"moments", "fused", "kernel"}
     cspdarknet53.set_bn_impl("fused")
 
 

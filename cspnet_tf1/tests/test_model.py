@@ -162,6 +162,37 @@ def test_fast_network_equals_the_original_network(bn):
     assert max(rel[1:]) < 1e-2, max(rel[1:])
 
 
+def test_auto_on_cpu_takes_what_a_timed_step_measured_fastest(monkeypatch, tmp_path):
+    import time
+    from common import cputune
+
+    def fake_step(slow):
+        return lambda c, b, stack: (lambda: time.sleep(0.05 if slow(c, b) else 0.005))
+    for run, fast in enumerate(("conv2d", "matmul")):
+        monkeypatch.setenv("MODELZOO_TUNE_CACHE", str(tmp_path / str(run)))
+        monkeypatch.setattr(cspdarknet53, "training_step", fake_step(lambda c, b: c != fast))
+        assert cspdarknet53.set_conv_impl("auto", "cpu") == fast
+        seconds = cputune.decisions()["conv_impl"].seconds
+        assert set(seconds) == {"conv2d", "matmul"} and min(seconds, key=seconds.get) == fast
+    monkeypatch.setattr(cspdarknet53, "training_step", fake_step(lambda c, b: b != "fused"))
+    monkeypatch.setattr(cspdarknet53.kernels, "available", lambda: (False, "test"))
+    assert cspdarknet53.set_bn_impl("auto", "cpu") == "fused"
+    assert set(cputune.decisions()["bn_impl"].seconds) == {"moments", "fused"}
+    cspdarknet53.set_conv_impl("matmul")
+    cspdarknet53.set_bn_impl("fused")
+
+
+def test_the_probe_times_a_real_training_step():
+    import contextlib
+    import time
+    with contextlib.ExitStack() as stack:
+        step = cspdarknet53.training_step("matmul", "fused", stack, batch=2)
+        t0 = time.perf_counter()
+        step()
+        assert 0 < time.perf_counter() - t0 < 60
+    assert (cspdarknet53._conv_impl, cspdarknet53._bn_impl) == ("matmul", "fused")  # restored afterwards
+
+
 def test_auto_keeps_the_originals_conv2d_on_accelerators():
     assert cspdarknet53.set_conv_impl("auto", "npu") == "conv2d"
     assert cspdarknet53.set_conv_impl("auto", "gpu") == "conv2d"

@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 
+from common import cputune
 from common.banner import parse_banner
 from common.runrecord import CASE_LOG_KEYS
 from src import checkpointing
@@ -17,6 +18,11 @@ def _png_size(path):
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     return struct.unpack(">II", head[16:24])
+
+
+def test_cpu_tuning_line_and_record(e2e):
+    stdout, out = e2e
+    cputune.assert_reported(stdout, json.loads((out / f"{CASE}.json").read_text()), ["tf_onednn"])
 
 
 def test_banner_record_and_log(e2e):

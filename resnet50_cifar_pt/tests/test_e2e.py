@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import mmcls_ext  # noqa: F401  (CIFAR100Local, safe checkpoint loader)
+from common import cputune
 from common.banner import parse_banner
 from conftest import PERF_CONFIG, RECIPE, entry, run
 
@@ -25,6 +26,13 @@ def perf_run(digits, tmp_path_factory):
              "--cfg-options=data.workers_per_gpu=0", f"--cfg-options=data.val.max_samples={VAL_IMAGES}"])
     assert r.returncode == 0, r.stdout[-3000:]
     return out, r.stdout
+
+
+def test_cpu_tuning_line_and_record(perf_run):
+    out, stdout = perf_run
+    record = json.loads((out / f"{CASE}.json").read_text())
+    cputune.assert_reported(stdout, record, ["memory_format", "threads"])
+    assert record["memory_format"] == record["cpu_tuning"]["choices"]["memory_format"]["choice"]
 
 
 def test_banner_and_run_record(perf_run):

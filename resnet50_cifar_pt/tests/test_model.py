@@ -60,3 +60,59 @@ def test_schedules_follow_the_original():
     big = Config.fromfile(str(CONFIGS / "resnet50_8xb256_cifar100.py"))
     assert big.optimizer.lr == pytest.approx(1.6)
     assert big.lr_config.warmup_iters == 20 and big.lr_config.warmup_by_epoch
+
+
+# -- --memory-format -----------------------------------------------------------------------------------------
+def test_memory_format_auto_is_the_original_on_accelerators_and_explicit_choices_are_kept():
+    from common import cputune
+    from mmcls_ext.tuning import choose_memory_format
+    cfg = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100.py")).model
+    for device in ("cuda", "npu"):
+        assert choose_memory_format("auto", device, cfg) == "contiguous"
+        assert cputune.decisions()["memory_format"].how == "rule"
+    assert choose_memory_format("channels_last", "cuda", cfg) == "channels_last"
+    assert cputune.decisions()["memory_format"].how == "user"
+    with pytest.raises(ValueError, match="memory-format"):
+        choose_memory_format("nhwc", "cpu", cfg)
+
+
+def test_memory_format_auto_on_cpu_takes_what_a_timed_step_measured_and_leaves_the_seed_alone(monkeypatch,
+                                                                                                   tmp_path):
+    import time
+    from mmcls_ext import tuning
+    cfg = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100.py")).model
+    real = tuning._training_step
+    for run, fast in enumerate(("channels_last", "contiguous")):
+        monkeypatch.setenv("MODELZOO_TUNE_CACHE", str(tmp_path / str(run)))
+
+        def step(model_cfg, fmt, stack, batch, fast=fast):
+            real(model_cfg, fmt, stack, 2)()  # the real model and step draw from the generator; a delay decides
+            return lambda: time.sleep(0.01 if fmt == fast else 0.1)
+        monkeypatch.setattr(tuning, "_training_step", step)
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        assert tuning.choose_memory_format("auto", "cpu", cfg) == fast
+        assert torch.equal(torch.rand(3), expected)  # the probe's draws did not move the run's generator
+
+
+def test_channels_last_model_computes_what_the_contiguous_one_does():
+    from mmcls_ext.tuning import apply_memory_format
+    cfg = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100.py")).model
+    torch.manual_seed(0)
+    nchw = build_classifier(cfg)
+    nchw.init_weights()
+    nhwc = build_classifier(cfg)
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc = apply_memory_format(nhwc, "channels_last")
+    seen = []
+    nhwc.backbone.conv1.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    assert nhwc.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    losses = [m._parse_losses(m(img=x, gt_label=y, return_loss=True))[0] for m in (nchw.train(), nhwc.train())]
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    for loss in losses:
+        loss.backward()
+    for (name, a), b in zip(nchw.named_parameters(), nhwc.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-4, msg=name)
