@@ -3,7 +3,7 @@ PY ?= python3
 CI_PY = .envs/ci/bin/python
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: setup data noise demo test test-common bench clean help
+.PHONY: setup data noise demo test test-common bench gpu-check clean help
 
 help:
 	@echo "make demo   - set up, build the digits data, train every recipe briefly, print banners + summary"
@@ -11,6 +11,8 @@ help:
 	@echo "make setup  - build .envs/{ci,tf,torch,mindspore} (cached; a second run takes seconds)"
 	@echo "make data   - write data/digits in CIFAR-10, CIFAR-100 and ImageNet-folder formats"
 	@echo "make bench  - benchmark every recipe, write BENCHMARKS.md"
+	@echo "make gpu-check - on a GPU machine: resnet50_cifar_pt speed vs the original + tests (prepare here first:"
+	@echo "               bash ci/gpu_check.sh --prepare; carry ci/gpu_wheels/)"
 
 setup:
 	$(PY) ci/setup_envs.py
@@ -32,6 +34,10 @@ test-common: setup
 
 bench: setup
 	$(CI_PY) ci/bench.py
+
+# runs on the GPU machine, which has no registry: nothing from setup or data, only ci/gpu_wheels/
+gpu-check:
+	bash ci/gpu_check.sh
 
 clean:
 	rm -rf data demo_output bench_output */test/output

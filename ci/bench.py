@@ -10,7 +10,11 @@ Per recipe, in one run:
  3. FLOPs per training image (counted: see each benchlib module) x images/sec against the dense
     matmul rate measured in the same framework and run -> model FLOP utilisation (MFU);
  4. the input pipeline alone (decode + augment + batch) -> its images/sec against the model's rate;
- 5. framework versions, thread settings and the exact commands.
+ 5. framework versions, thread settings and the exact commands;
+ 6. a "plain PyTorch" peer: the same architecture written plainly in eager PyTorch, with the recipe model's
+    trainable parameter count, optimiser type and loss, trained on one fixed in-memory batch of the same size
+    (ci/benchlib/peer_torch.py), in both memory formats (the faster one is its figure) -> what an ordinary
+    PyTorch implementation reaches on this machine, beside the recipe's figure.
 
     python ci/bench.py [recipe ...] [--quick]
 """
@@ -32,35 +36,40 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench_output"
 sys.path.insert(0, str(ROOT))
 
-# the MindSpore recipes' oneDNN ISA cap (common/onednn.py), lifted; without it a step can take minutes on an
-# AVX-512 CPU, so this "before" run is one epoch of 2 steps (the first is warm-up); elsewhere it changes nothing
-MS_ONEDNN_BEFORE = ("oneDNN capped at AVX2 on AVX-512 CPUs (common/onednn.py), against oneDNN's own choice "
-                    "(ONEDNN_MAX_CPU_ISA=ALL), which runs MindSpore's NCHW convolutions on its reference kernel; "
+# "before" rows: the recipe re-run with one probed choice (common/cputune.py) forced to the other candidate, so that
+# BENCHMARKS.md shows what each choice is worth on this host, whichever way its probe went. oneDNN's own ISA
+# choice can take minutes a step for MindSpore's NCHW convolutions on AVX-512 CPUs, so that run is 2 steps.
+MS_ONEDNN_BEFORE = ("oneDNN's own ISA choice (ONEDNN_MAX_CPU_ISA=ALL) against the level the probe chose (common/onednn.py); "
                     "before: 1 epoch of 2 steps", {"ONEDNN_MAX_CPU_ISA": "ALL"}, ["--train_epochs=1", "--train_steps=2"])
-# recipe -> environment, dataset format, synthetic data size, perf script arguments, and "before": the
-# settings each optimisation replaced, re-run in the same bench run so that every change has its before/after
+TF_ONEDNN_OFF = ("TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0), against the probe's choice "
+                 "(common/tf_onednn.py)", {"TF_ENABLE_ONEDNN_OPTS": "0"}, [])
+# recipe -> environment, dataset format, synthetic data size, perf script arguments, and "before" rows
 RECIPES = {
     "cspnet_tf1": {"env": "tf", "format": "cifar10", "n_train": 64 * 24, "args": ["--train_epochs=2", "--batch_size=64"],
-                   "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
-                               {"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
-                              ("1x1 kernels and 3x3 kernels on <=2x2 maps as matmuls (--conv_impl auto -> matmul)",
+                   "before": [TF_ONEDNN_OFF,
+                              ("--conv_impl conv2d (the original's) against auto (probed on this host)",
                                {}, ["--conv_impl=conv2d"]),
-                              ("batch-axis normalisation + Mish as one compiled CPU kernel (--bn_impl auto -> "
-                               "kernel), against FusedBatchNorm + the Mish ops (--bn_impl fused)", {}, ["--bn_impl=fused"]),
-                              ("batch-axis normalisation + Mish as one compiled CPU kernel (--bn_impl auto -> "
-                               "kernel), against the original's moments + Mish ops", {}, ["--bn_impl=moments"])]},
+                              ("--bn_impl fused (FusedBatchNorm + Mish ops) against auto (probed on this host)",
+                               {}, ["--bn_impl=fused"]),
+                              ("--bn_impl moments (the original's ops) against auto (probed on this host)",
+                               {}, ["--bn_impl=moments"]),
+                              ("--bn_impl kernel (compiled normalisation + Mish) against auto (probed on this host)",
+                               {}, ["--bn_impl=kernel"])]},
     "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"],
-                   "before": [("oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1; TF's default is off on AMD CPUs)",
-                               {"TF_ENABLE_ONEDNN_OPTS": "0"}, [])]},
+                   "before": [TF_ONEDNN_OFF]},
     "resnet50_cifar_pt": {"env": "torch", "format": "cifar100", "n_train": 16 * 40,
-                          "args": ["--train_epochs=1", "--batch_size=16"], "before": []},
+                          "args": ["--train_epochs=1", "--batch_size=16"],
+                          "before": [("--memory-format contiguous (the original's NCHW) against auto (probed)", {},
+                                      ["--memory-format=contiguous"]),
+                                     ("--memory-format channels_last against auto (probed)", {},
+                                      ["--memory-format=channels_last"])]},
     "sppnet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 16 * 8, "args": ["--train_epochs=2", "--batch_size=16"],
                   "before": [MS_ONEDNN_BEFORE]},
     "tinydarknet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 32 * 12,
                        "args": ["--train_epochs=2", "--batch_size=32"],
                        "before": [MS_ONEDNN_BEFORE,
-                                  ("LeakyReLU(0.2) as 0.2x + 0.8 relu(x) (--leaky_relu mix), against nn.LeakyReLU's "
-                                   "maximum(0.2x, x) (--leaky_relu max)", {}, ["--leaky_relu=max"])]},
+                                  ("nn.LeakyReLU's maximum(0.2x, x) (--leaky_relu max, the original's) against "
+                                   "auto (mix on CPU: 0.2x + 0.8 relu(x))", {}, ["--leaky_relu=max"])]},
 }
 # what the originals report on their accelerators (shared/reference/originals.md), as images/sec per card
 ORIGINAL_GPU = {
@@ -124,7 +133,8 @@ def run_recipe(name: str, spec: dict, data: Path, device: str, tag: str = "recip
     res.update(images_per_sec=r.get("median_window_images_per_sec") or r["images_per_sec"],
                mean_images_per_sec=r["images_per_sec"], warmup_seconds=r.get("warmup_seconds"),
                window_images_per_sec=r.get("window_images_per_sec"), framework=r.get("framework"),
-               framework_version=r.get("framework_version"), params=r.get("params"))
+               framework_version=r.get("framework_version"), params=r.get("params"),
+               cpu_tuning=r.get("cpu_tuning"))
     return res
 
 
@@ -134,9 +144,6 @@ def run_bare(name: str, spec: dict, data: Path, quick: bool) -> dict:
     if quick:
         cmd.append("--quick")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if spec["env"] == "tf":
-        # both TF recipes' train.py turn oneDNN on; the bare loop must run the same kernels
-        env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     (OUT / name).mkdir(parents=True, exist_ok=True)
     (OUT / name / "bare.log").write_text(proc.stdout)
@@ -148,6 +155,49 @@ def run_bare(name: str, spec: dict, data: Path, quick: bool) -> dict:
             res["peak_rss_mb"] = round(int(line.split(":")[1]) / 1024, 1)
     if proc.returncode != 0 or "bare" not in res:
         res["error"] = f"exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
+    return res
+
+
+def run_peer(name: str, spec: dict, quick: bool) -> dict:
+    """The plain PyTorch peer of ``name``'s model (ci/benchlib/peer_torch.py), at the recipe run's batch size."""
+    py = ROOT / ".envs" / "torch" / "bin" / "python"
+    cmd = [sys.executable, "-c", MAXRSS_WRAPPER, str(py), "-m", "ci.benchlib.peer_torch", name]
+    batch = [a.split("=", 1)[1] for a in spec["args"] if a.startswith("--batch_size=")]
+    if batch:
+        cmd += ["--batch_size", batch[-1]]
+    if quick:
+        cmd.append("--quick")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    (OUT / name).mkdir(parents=True, exist_ok=True)
+    (OUT / name / "peer.log").write_text(proc.stdout)
+    res = {"command": shown(cmd[3:])}
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH_JSON:"):
+            res.update(json.loads(line[len("BENCH_JSON:"):]))
+        elif line.startswith("BENCH_MAXRSS_KB:"):
+            res["peak_rss_mb"] = round(int(line.split(":")[1]) / 1024, 1)
+    if proc.returncode != 0 or "peer" not in res:
+        res["error"] = f"exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
+    return res
+
+
+def pool_peer(runs: list) -> dict:
+    """The peer's rounds as one result: each memory format's windows pooled over the rounds (pool_rounds), and
+    the faster format's pooled median as the peer's images/sec."""
+    res, formats = None, {}
+    for f in ("contiguous", "channels_last"):
+        per_round = [p.get("formats", {}).get(f) or {} for p in runs]
+        pooled_res, ips, windows = pool_rounds(runs, lambda p: (p.get("formats", {}).get(f) or {}).get(
+            "window_images_per_sec"))
+        res = res or pooled_res
+        if ips:  # warm-up and window size as the first round that ran
+            first = next(r for r in per_round if r.get("window_images_per_sec"))
+            formats[f] = dict(first, images_per_sec=ips, window_images_per_sec=windows)
+    if formats:
+        best = max(formats, key=lambda f: formats[f]["images_per_sec"])
+        res.update(formats=formats, best_format=best,
+                   peer={"images_per_sec": formats[best]["images_per_sec"], "format": best})
     return res
 
 
@@ -170,11 +220,14 @@ def pool_rounds(runs: list, windows_of) -> dict:
     return res, (statistics.median(pooled) if pooled else None), pooled
 
 
-def derive(recipe: dict, bare: dict) -> dict:
+def derive(recipe: dict, bare: dict, peer: dict | None = None) -> dict:
     d = {}
     r_ips, b = recipe.get("images_per_sec"), bare.get("bare", {}).get("images_per_sec")
     if r_ips and b:
         d["recipe_vs_bare"] = r_ips / b
+    p_ips = (peer or {}).get("peer", {}).get("images_per_sec")
+    if r_ips and p_ips:
+        d["recipe_vs_plain_pytorch"] = r_ips / p_ips
     fl, mm = bare.get("flops_per_image_train"), bare.get("matmul_flops_per_sec")
     if fl and mm:
         if r_ips:
@@ -193,6 +246,34 @@ def utc_now() -> str:
 
 def fmt(v, spec="{:.1f}"):
     return "-" if v is None else spec.format(v)
+
+
+def machine_label() -> str:
+    """Vendor, model and the ISA flags that decide kernels (AVX2 / AVX-512 / BF16 / FP16 / AMX), from /proc/cpuinfo."""
+    from common import cputune
+    h = cputune.host()
+    return (f"{h['model'] or cpu_model()} ({h['vendor'] or 'unknown vendor'}, {platform.machine()}; ISA: "
+            f"{' '.join(h['isa']) or 'none of ' + ' '.join(cputune.NOTABLE_FLAGS)}), {os.cpu_count()} CPU cores")
+
+
+EARLIER = "# Earlier hosts"
+
+
+def with_earlier_hosts(new: str, old: str) -> str:
+    """``new`` followed by the figures of ``old`` (the previous BENCHMARKS.md) when they were measured on another
+    machine: kept as a dated section of their own (headings one level down), never mixed with this run's."""
+    def machine_of(text):
+        for line in text.splitlines():
+            if "; machine: " in line:
+                return line.split("; machine: ", 1)[1].split(", Python", 1)[0]
+        return None
+    if not old.strip() or machine_of(old) == machine_of(new):
+        kept = old.split(EARLIER, 1)[1] if EARLIER in old else ""
+        return new + (f"\n\n{EARLIER}{kept}" if kept.strip() else "")
+    head, _, earlier = old.partition(EARLIER)
+    demoted = "\n".join("#" + line if line.startswith("#") else line for line in head.strip().splitlines())
+    return f"{new}\n\n{EARLIER}\n\n{demoted.replace('## Benchmarks', '## Benchmarks on an earlier host', 1)}" \
+           + (f"\n{earlier}" if earlier.strip() else "")
 
 
 def cpu_model() -> str:
@@ -219,22 +300,53 @@ def optimisation_rows(results: dict) -> list:
     return rows
 
 
+def tuning_text(tuning: dict) -> str:
+    """A run record's cpu_tuning as one line: each choice, how it was made, and the probe's timings."""
+    parts = []
+    for name, c in tuning.get("choices", {}).items():
+        timed = ", ".join(f"{k} {'failed' if v is None else f'{v * 1e3:.1f} ms'}" for k, v in c.get("seconds", {}).items())
+        parts.append(f"{name}={c['choice']} ({c['how']}{': ' + timed if timed else ''}{'; ' + c['note'] if c.get('note') else ''})")
+    return "; ".join(parts) or "no choices"
+
+
+def peer_line(p: dict, recipe_params) -> str:
+    """The peer's section line: command, both memory formats' figures and windows, and its parameter count
+    against the recipe run's."""
+    forms = p.get("formats", {})
+    figures = "; ".join(f"{f} {fmt(forms[f].get('images_per_sec'))} img/s (windows: "
+                        f"{forms[f].get('window_images_per_sec')})" for f in ("contiguous", "channels_last")
+                        if f in forms)
+    params = p.get("params")
+    same = ("" if not (params and recipe_params) else
+            "; the recipe run's: the same" if params == recipe_params else f"; the recipe run's: {recipe_params:,}")
+    return (f"- plain PyTorch peer command: `{p.get('command', '-')}` (best format: {p.get('best_format', '-')}; "
+            f"{figures or 'no figures'}); {p.get('framework_version', '')} threads {p.get('threads', '?')}; "
+            f"{p.get('optimizer', '-')}, label smoothing {p.get('label_smoothing', '-')}; trainable params "
+            + (f"{params:,}" if params else "-") + same
+            + (f"; counted {p['flops_per_image_train'] / 1e9:.3f} GFLOP/img (train)" if p.get("flops_per_image_train")
+               else ""))
+
+
 def markdown(results: dict, started: str, device: str = "cpu") -> str:
     lines = ["# Benchmarks", "",
              f"Produced by `make bench` (`python ci/bench.py{' --device gpu' if device == 'gpu' else ''}`) on {started}; "
-             f"machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores, Python "
+             f"machine: {machine_label()}, Python "
              f"{platform.python_version()}, recipes on {device}. Every figure below comes from that run "
              f"(with `--merge`, from the runs each recipe's section dates).",
              "Method: DESIGN.md section 9 and the docstring of `ci/bench.py`. images/sec are steady-state medians of "
              "timed windows (warm-up / compilation excluded and listed apart), pooled over the alternated rounds "
-             "of recipe run and bare loop each section lists (the machine's speed drifts over minutes; see "
-             "pool_rounds in `ci/bench.py`). MFU = counted FLOPs per training "
-             "image x images/sec / dense fp32 matmul FLOP/s measured in the same framework in the same run.", ""]
+             "of recipe run, bare loop and plain PyTorch peer each section lists (the machine's speed drifts over "
+             "minutes; see pool_rounds in `ci/bench.py`). MFU = counted FLOPs per training "
+             "image x images/sec / dense fp32 matmul FLOP/s measured in the same framework in the same run. "
+             "plain PyTorch = the same architecture written plainly in eager PyTorch with the recipe model's "
+             "trainable parameter count, optimiser type and loss, on one in-memory batch of the same size, in the "
+             "faster of the two memory formats (contiguous, channels_last; `ci/benchlib/peer_torch.py`).", ""]
     lines += ["| recipe | batch | recipe img/s | bare loop img/s | recipe / bare | pipeline img/s | pipeline / model | "
-              "GFLOP/img (train) | matmul GFLOP/s | MFU (recipe) | warm-up s | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "GFLOP/img (train) | matmul GFLOP/s | MFU (recipe) | warm-up s | peak RSS MB | plain PyTorch img/s | "
+              "recipe / plain PyTorch |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
-        r, b, d = res["recipe"], res["bare"], res["derived"]
+        r, b, d, p = res["recipe"], res["bare"], res["derived"], res.get("peer", {})
         lines.append("| " + " | ".join([
             name, str(b.get("batch_size", "-")), fmt(r.get("images_per_sec")), fmt(b.get("bare", {}).get("images_per_sec")),
             fmt(d.get("recipe_vs_bare"), "{:.1%}"), fmt(b.get("pipeline", {}).get("images_per_sec")),
@@ -242,7 +354,8 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
             fmt(b.get("flops_per_image_train") and b["flops_per_image_train"] / 1e9, "{:.3f}"),
             fmt(b.get("matmul_flops_per_sec") and b["matmul_flops_per_sec"] / 1e9),
             fmt(d.get("mfu_recipe"), "{:.1%}"), fmt(r.get("warmup_seconds")),
-            fmt(max(r.get("peak_rss_mb") or 0, b.get("peak_rss_mb") or 0) or None)]) + " |")
+            fmt(max(r.get("peak_rss_mb") or 0, b.get("peak_rss_mb") or 0) or None),
+            fmt(p.get("peer", {}).get("images_per_sec")), fmt(d.get("recipe_vs_plain_pytorch"), "{:.1%}")]) + " |")
     lines.append("")
     rows = optimisation_rows(results)
     if rows:
@@ -260,9 +373,9 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
                 lines.append(f"| {name} | {fmt(ours)} | {ref[1]} | {fmt(ours and ours / ref[0], '{:.2f}x')} |")
         lines.append("")
     for name, res in results.items():
-        r, b = res["recipe"], res["bare"]
+        r, b, p = res["recipe"], res["bare"], res.get("peer")
         lines += [f"## {name}", "", f"- measured: {res.get('measured', started)}; rounds (recipe run, then bare "
-                  f"loop): {r.get('rounds', 1)}",
+                  f"loop{', then plain PyTorch peer' if p else ''}): {r.get('rounds', 1)}",
                   f"- framework: {b.get('framework', r.get('framework', '?'))} {b.get('framework_version', r.get('framework_version', ''))}; "
                   f"threads: {b.get('threads', '?')}",
                   f"- FLOPs method: {b.get('flops_method', '-')}",
@@ -277,6 +390,10 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
                          + (f", so while they run they reach {mfu_bare / share:.1%} of the matmul rate (bare-loop "
                             f"MFU {mfu_bare:.1%} / {share:.1%})" if mfu_bare else "")
                          + "; largest: " + ", ".join(f"{k} {v:.1%}" for k, v in op_time.get("top_ops", [])))
+        if r.get("cpu_tuning"):
+            lines.append("- cpu tuning of the recipe run (common/cputune.py): " + tuning_text(r["cpu_tuning"]))
+        if p:
+            lines.append(peer_line(p, r.get("params")))
         if b.get("notes"):
             lines.append(f"- notes: {b['notes']}")
         for key in ("error",):
@@ -284,6 +401,8 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
                 lines.append(f"- recipe run error: {r[key]}")
             if b.get(key):
                 lines.append(f"- bare loop error: {b[key]}")
+            if p and p.get(key):
+                lines.append(f"- plain PyTorch peer error: {p[key]}")
         lines.append("")
     return "\n".join(lines)
 
@@ -316,29 +435,34 @@ def main(argv=None) -> int:
         spec = RECIPES[name]
         print(f"=== bench {name}", flush=True)
         data = synthetic_data(spec["format"], spec["n_train"])
-        recipes, bares = [], []
+        recipes, bares, peers = [], [], []
         for i in range(1 if args.quick else args.rounds):
             recipes.append(run_recipe(name, spec, data, args.device, "recipe_run" + (f"_{i}" if i else "")))
             bares.append(run_bare(name, spec, data, args.quick))
+            peers.append(run_peer(name, spec, args.quick))
         recipe, ips, windows = pool_rounds(recipes, lambda r: r.get("window_images_per_sec"))
         if ips:
             recipe.update(images_per_sec=ips, window_images_per_sec=windows)
         bare, ips, windows = pool_rounds(bares, lambda b: b.get("bare", {}).get("window_images_per_sec"))
         if ips:
             bare["bare"] = dict(bare["bare"], images_per_sec=ips, window_images_per_sec=windows)
+        peer = pool_peer(peers)
         before = []
         for i, (label, env_over, extra) in enumerate(spec["before"]):
             b = run_recipe(name, spec, data, args.device, f"before_{i}", env_over, extra)
             before.append({"change": label, "before": b})
-        results[name] = {"recipe": recipe, "bare": bare, "derived": derive(recipe, bare), "optimisations": before,
-                         "measured": utc_now()}
-        print(json.dumps(results[name]["derived"]), recipe.get("error", ""), bare.get("error", ""), flush=True)
+        results[name] = {"recipe": recipe, "bare": bare, "peer": peer, "derived": derive(recipe, bare, peer),
+                         "optimisations": before, "measured": utc_now()}
+        print(json.dumps(results[name]["derived"]), recipe.get("error", ""), bare.get("error", ""),
+              peer.get("error", ""), flush=True)
     results = {n: results[n] for n in RECIPES if n in results}  # the usual order, merged or not
     (OUT / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     md = markdown(results, started, args.device)
-    Path(args.out).write_text(md + "\n")
+    previous = Path(args.out).read_text() if Path(args.out).exists() else ""
+    Path(args.out).write_text(with_earlier_hosts(md, previous) + "\n")
     print(md)
-    return 1 if any(r["recipe"].get("error") or r["bare"].get("error") for r in results.values()) else 0
+    return 1 if any(r["recipe"].get("error") or r["bare"].get("error") or r.get("peer", {}).get("error")
+                    for r in results.values()) else 0
 
 
 if __name__ == "__main__":

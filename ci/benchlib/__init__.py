@@ -37,7 +37,12 @@ def recipe_args(recipe: str, batch_size: int, **extra):
     ap.add_argument("--quick", action="store_true", help="fewer timed windows")
     for name, (typ, default) in extra.items():
         ap.add_argument(f"--{name}", type=typ, default=default)
-    return ap.parse_args()
+    args = ap.parse_args()
+    if recipe in ("cspnet_tf1", "cutmix_tf2"):
+        # before TensorFlow is imported: the bare loop runs the kernels the recipe's train.py chose on this host
+        from common.tf_onednn import choose_tf_onednn_opts
+        choose_tf_onednn_opts()
+    return args
 
 
 def timed_windows(step, images_per_step: int, warmup: int = 3, windows: int = 5, steps_per_window: int = 5) -> dict:

@@ -164,3 +164,31 @@ def test_bench_lists_each_optimisation_with_before_after_and_gpu_comparison():
     assert "Against the originals" not in bench.markdown(res, "now", device="cpu")
     shown = bench.shown([str(bench.ROOT / "ci" / "x.py"), f"--data={bench.ROOT}/data"])
     assert shown == "ci/x.py --data=data"  # commands as typed from the repository root
+
+
+def test_bench_names_the_cpu_and_keeps_an_earlier_hosts_figures_apart(monkeypatch):
+    import bench
+    from common import cputune
+    monkeypatch.setattr(cputune, "host", lambda path="/proc/cpuinfo": {
+        "vendor": "GenuineIntel", "model": "Intel(R) Xeon(R) Platinum 8480+", "cpus": 2,
+        "isa": ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"]})
+    label = bench.machine_label()
+    assert label.startswith("Intel(R) Xeon(R) Platinum 8480+ (GenuineIntel, ") and \
+        "ISA: avx2 fma avx512f avx512_bf16 avx512_fp16 amx_tile)" in label
+    res = {"x": {"recipe": {"images_per_sec": 30.0, "cpu_tuning": {"choices": {
+        "onednn_isa": {"choice": "AVX2", "how": "probed", "seconds": {"ALL": 6.7, "AVX2": 0.057}, "note": ""}}}},
+        "bare": {}, "derived": {}}}
+    new = bench.markdown(res, "2026-12-01")
+    assert "; machine: " + label in new
+    assert "cpu tuning of the recipe run (common/cputune.py): onednn_isa=AVX2 (probed: ALL 6700.0 ms, AVX2 57.0 ms)" in new
+    old = ("# Benchmarks\n\nProduced by `make bench` on 2026-11-29; machine: AMD EPYC (x86_64), 2 CPU cores, Python 3.11."
+           "\n\n| recipe | img/s |\n|---|---|\n| x | 20.0 |\n\n## x\n\n- measured: 2026-11-29\n")
+    merged = bench.with_earlier_hosts(new, old)
+    assert merged.startswith(new) and merged.count("# Earlier hosts") == 1
+    earlier = merged.split("# Earlier hosts", 1)[1]
+    assert "## Benchmarks on an earlier host" in earlier and "machine: AMD EPYC (x86_64)" in earlier
+    assert "| x | 20.0 |" in earlier and "\n### x\n" in earlier  # its headings one level down
+    # the same machine again: the new run replaces the old one, the earlier hosts' sections stay
+    again = bench.with_earlier_hosts(new.replace("30.0", "31.0"), merged)
+    assert "| x | 20.0 |" in again and again.count("# Earlier hosts") == 1 and "31.0" in again
+    assert bench.with_earlier_hosts(new, "") == new

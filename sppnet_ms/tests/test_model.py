@@ -95,6 +95,23 @@ def test_lrn_primitives_equal_mindspore_lrn_defaults():
     np.testing.assert_allclose(ours, x / np.sqrt(1 + window), rtol=1e-5, atol=1e-6)
 
 
+def test_lrn_gradient_equals_mindspore_lrns():
+    # beta 0.5 runs as Rsqrt instead of Pow: same function, and the gradient must be the same too
+    import mindspore as ms
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((2, 96, 4, 4)).astype(np.float32) * 3)
+    w = Tensor(rng.standard_normal((2, 96, 4, 4)).astype(np.float32))
+    ours, native, pow_form = LRN(96), ops.LRN(), LRN(96, beta=0.5000001)  # pow_form: the general Pow path
+
+    def grad_of(cell):
+        def loss(t):
+            return (cell(t) * w).sum()
+        return ms.grad(loss)(x).asnumpy()
+    g_ours = grad_of(ours)
+    np.testing.assert_allclose(g_ours, grad_of(native), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad_of(pow_form), g_ours, rtol=1e-4, atol=1e-5)
+
+
 def test_test_phase_has_no_dropout_and_train_phase_uses_model_keep_prob():
     assert not SppNet(10, 'test', train_model='zfnet', image_size=56).use_dropout
     net = SppNet(10, 'train', train_model='zfnet', image_size=56)
