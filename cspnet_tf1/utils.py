@@ -124,6 +124,12 @@ def session_config(device, mixed_precision=False):
                              inter_op_parallelism_threads=2)
     if device == "cpu":
         config.device_count["GPU"] = 0
+        if mixed_precision:
+            # bfloat16 (opt-in on CPU): grappler casts the ops oneDNN runs in bf16 and keeps the rest (the loss,
+            # the normalisation + Mish kernel) in float32; no loss scaling is needed with bf16's exponent range
+            from tensorflow.core.protobuf import rewriter_config_pb2
+            config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
+                rewriter_config_pb2.RewriterConfig.ON
     elif device == "gpu":
         config.gpu_options.allow_growth = True
     elif device == "npu":

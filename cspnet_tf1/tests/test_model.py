@@ -205,3 +205,31 @@ def test_auto_keeps_the_originals_conv2d_on_accelerators():
     with pytest.raises(ValueError):
         cspdarknet53.set_bn_impl("layer")
     cspdarknet53.set_bn_impl("fused")
+
+
+def test_mixed_precision_on_cpu_trains_in_bfloat16():
+    # --mixed_precision on with --device cpu: the session's grappler rewrite runs the convolutions and matmuls
+    # in bfloat16 (their T attribute in the graph that ran), the rest in float32; off: float32 throughout
+    import train as recipe_train
+    cspdarknet53.set_conv_impl("matmul")
+    cspdarknet53.set_bn_impl("fused")
+    rs = np.random.RandomState(0)
+    kinds = {}
+    for amp in (False, True):
+        graph = tf.Graph()
+        with graph.as_default():
+            g = recipe_train.build_graph(5e-4, 0.9, False, 0)
+            meta = tf1.RunMetadata()
+            with tf1.Session(graph=graph, config=utils.session_config("cpu", amp)) as sess:
+                sess.run(tf1.global_variables_initializer())
+                feed = {g["x"]: rs.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
+                        g["y"]: np.eye(10, dtype=np.float32)[[1, 2]], g["lr"]: 1e-3}
+                losses = [sess.run([g["train_op"], g["loss"]], feed, options=tf1.RunOptions(
+                    output_partition_graphs=True), run_metadata=meta)[1] for _ in range(2)]
+        assert np.isfinite(losses).all()
+        kinds[amp] = {(n.op, n.attr["T"].type) for pg in meta.partition_graphs for n in pg.node if "T" in n.attr}
+    bf16 = tf.bfloat16.as_datatype_enum
+    assert not [op for op, t in kinds[False] if t == bf16]
+    ran_bf16 = {op for op, t in kinds[True] if t == bf16}
+    assert {"Conv2D", "Conv2DBackpropFilter"} & {op.replace("_MklNative", "").replace("_Mkl", "") for op in ran_bf16}, \
+        sorted(ran_bf16)
