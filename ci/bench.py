@@ -138,48 +138,39 @@ def run_recipe(name: str, spec: dict, data: Path, device: str, tag: str = "recip
     return res
 
 
-def run_bare(name: str, spec: dict, data: Path, quick: bool) -> dict:
-    py = ROOT / ".envs" / spec["env"] / "bin" / "python"
-    cmd = [sys.executable, "-c", MAXRSS_WRAPPER, str(py), "-m", f"ci.benchlib.{name}", "--data", str(data)]
-    if quick:
-        cmd.append("--quick")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run_benchlib(name: str, env_name: str, module_args: list, log: str, required: str, env_over=None) -> dict:
+    """``python -m ci.benchlib.<module_args>`` in the environment ``env_name``: its BENCH_JSON object (an
+    error entry when it failed or printed no ``required`` key), peak memory and the command; log in OUT/name."""
+    py = ROOT / ".envs" / env_name / "bin" / "python"
+    cmd = [sys.executable, "-c", MAXRSS_WRAPPER, str(py), "-m", *module_args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_over or {})}
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     (OUT / name).mkdir(parents=True, exist_ok=True)
-    (OUT / name / "bare.log").write_text(proc.stdout)
+    (OUT / name / log).write_text(proc.stdout)
     res = {"command": shown(cmd[3:])}
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_JSON:"):
             res.update(json.loads(line[len("BENCH_JSON:"):]))
         elif line.startswith("BENCH_MAXRSS_KB:"):
             res["peak_rss_mb"] = round(int(line.split(":")[1]) / 1024, 1)
-    if proc.returncode != 0 or "bare" not in res:
+    if proc.returncode != 0 or required not in res:
         res["error"] = f"exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
     return res
+
+
+def run_bare(name: str, spec: dict, data: Path, quick: bool) -> dict:
+    args = [f"ci.benchlib.{name}", "--data", str(data)] + (["--quick"] if quick else [])
+    return run_benchlib(name, spec["env"], args, "bare.log", "bare",
+                        {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def run_peer(name: str, spec: dict, quick: bool) -> dict:
     """The plain PyTorch peer of ``name``'s model (ci/benchlib/peer_torch.py), at the recipe run's batch size."""
-    py = ROOT / ".envs" / "torch" / "bin" / "python"
-    cmd = [sys.executable, "-c", MAXRSS_WRAPPER, str(py), "-m", "ci.benchlib.peer_torch", name]
+    args = ["ci.benchlib.peer_torch", name]
     batch = [a.split("=", 1)[1] for a in spec["args"] if a.startswith("--batch_size=")]
     if batch:
-        cmd += ["--batch_size", batch[-1]]
-    if quick:
-        cmd.append("--quick")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    (OUT / name).mkdir(parents=True, exist_ok=True)
-    (OUT / name / "peer.log").write_text(proc.stdout)
-    res = {"command": shown(cmd[3:])}
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCH_JSON:"):
-            res.update(json.loads(line[len("BENCH_JSON:"):]))
-        elif line.startswith("BENCH_MAXRSS_KB:"):
-            res["peak_rss_mb"] = round(int(line.split(":")[1]) / 1024, 1)
-    if proc.returncode != 0 or "peer" not in res:
-        res["error"] = f"exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
-    return res
+        args += ["--batch_size", batch[-1]]
+    return run_benchlib(name, "torch", args + (["--quick"] if quick else []), "peer.log", "peer")
 
 
 def pool_peer(runs: list) -> dict:

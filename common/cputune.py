@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -74,6 +75,14 @@ def host_key(extra: str = "", path="/proc/cpuinfo") -> str:
     info = _cpuinfo(path)
     text = "\0".join([info["vendor"], info["model"], " ".join(sorted(info["flags"])), str(os.cpu_count()), extra])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def package_version(name: str) -> str:
+    """An installed distribution's version without importing it (a probe key must not start the framework)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def cache_dir() -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from common import cputune
@@ -35,12 +34,8 @@ def choose_isa_for_plain_layout_convs(environ=None, measure=_measure_mindspore_c
     for name in ISA_VARIABLES:
         if name in env:
             return cputune.record("onednn_isa", env[name], "user", note=f"${name}")
-    try:
-        version = metadata.version("mindspore")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
     decision = cputune.probe("onednn_isa", CANDIDATES, measure, default="ALL",
-                             key=f"mindspore {version}; {TIMED_PROBE.name} v1")
+                             key=f"mindspore {cputune.package_version('mindspore')}; {TIMED_PROBE.name} v1")
     if decision.choice != "ALL":
         env["ONEDNN_MAX_CPU_ISA"] = decision.choice
     return decision

@@ -11,7 +11,6 @@ imported; a value the user set is kept.
 from __future__ import annotations
 
 import os
-from importlib import metadata
 from pathlib import Path
 
 from common import cputune
@@ -29,12 +28,8 @@ def choose_tf_onednn_opts(environ=None, measure=_measure) -> cputune.Decision:
     env = os.environ if environ is None else environ
     if VARIABLE in env:
         return cputune.record("tf_onednn", env[VARIABLE], "user", note=f"${VARIABLE}")
-    try:
-        version = metadata.version("tensorflow")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
     # one child per setting: a TensorFlow import is seconds, so each child times several steps itself
     decision = cputune.probe("tf_onednn", ["1", "0"], measure, default="1", rounds=1,
-                             key=f"tensorflow {version}; {TIMED_PROBE.name} v1")
+                             key=f"tensorflow {cputune.package_version('tensorflow')}; {TIMED_PROBE.name} v1")
     env[VARIABLE] = decision.choice
     return decision
