@@ -31,9 +31,10 @@ class LRN(nn.Cell):
     def construct(self, x):
         window_sum = ops.conv2d(x * x, ops.cast(self.band, x.dtype))
         if self.neg_beta == -0.5:
-            # the original's beta: one Rsqrt, whose gradient is elementwise arithmetic; Pow (and its gradient's
-            # Pow and Log) took 30% of the CPU training step (MindSpore profiler, BENCHMARKS.md)
-            return x * ops.rsqrt(self.bias + self.alpha * window_sum)
+            # the original's beta: Sqrt and a division, whose gradients are elementwise arithmetic; Pow (and its
+            # gradient's Pow and Log) took 30% of the CPU training step (MindSpore profiler, BENCHMARKS.md).
+            # Not Rsqrt: MindSpore's ONNX exporter has no Rsqrt
+            return x / ops.sqrt(self.bias + self.alpha * window_sum)
         return x * ops.pow(self.bias + self.alpha * window_sum, self.neg_beta)
 
 

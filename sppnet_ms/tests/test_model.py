@@ -96,7 +96,7 @@ def test_lrn_primitives_equal_mindspore_lrn_defaults():
 
 
 def test_lrn_gradient_equals_mindspore_lrns():
-    # beta 0.5 runs as Rsqrt instead of Pow: same function, and the gradient must be the same too
+    # beta 0.5 runs as Sqrt and a division instead of Pow: same function, and the gradient must be the same too
     import mindspore as ms
     rng = np.random.default_rng(1)
     x = Tensor(rng.standard_normal((2, 96, 4, 4)).astype(np.float32) * 3)
