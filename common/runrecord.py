@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from .banner import print_banner
-from . import cputune
+from . import cputune, events
 from .checkpoint import atomic_write_text
 from .throughput import ThroughputMeter
 
@@ -102,4 +102,7 @@ def finish_run(*, output_dir, network: str, case: str, framework: str, framework
     if extra:
         record.update(extra)
     write_json(out / f"{case}.json", record)
+    events.emit(out, "cpu_tuning", **record["cpu_tuning"])
+    events.emit(out, "finished", global_step=meter.total_steps, images_per_sec=record["images_per_sec"],
+                accuracy=acc, case=case)
     return record

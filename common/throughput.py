@@ -117,3 +117,19 @@ class ThroughputMeter:
 def sum_rates(per_rank_images_per_sec) -> float:
     """Global throughput when each rank measured its own rate (ranks not in lockstep)."""
     return float(sum(per_rank_images_per_sec))
+
+
+def warmup_steps(steps_per_epoch: int, epochs: int, group: int = 1) -> int:
+    """The one warm-up rule of every recipe: how many first steps ``ThroughputMeter`` keeps apart.
+
+    With more than one epoch to run, the whole first epoch (the Ascend CSPNet script's ``warnup_time``: it holds
+    graph compilation, the input pipeline's start and the allocator's growth). In a one-epoch run, the first
+    fifth of it, at least 1 and at most 5 steps. ``group``: steps are recorded ``group`` at a time (MindSpore's
+    sink size), so the warm-up is rounded up to whole groups.
+    """
+    if steps_per_epoch <= 0 or epochs <= 0 or group <= 0:
+        raise ValueError("steps_per_epoch, epochs and group must be positive")
+    if epochs > 1:
+        return steps_per_epoch
+    n = max(1, min(5, steps_per_epoch // 5))
+    return -(-n // group) * group
