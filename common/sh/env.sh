@@ -23,8 +23,16 @@ export MZ_PYTHON
 # the E2E duration in the banner counts from here, like the Ascend scripts' start_time
 export MODELZOO_START_TIME=${MODELZOO_START_TIME:-$(date +%s.%N)}
 
+# mz_usage: the calling script's leading comment block (after the #! line) on stdout, then exit 0: the one
+# `-h` of every test/*.sh and scripts/*.sh.
+mz_usage() {
+  sed -n '2,${/^#/!q;s/^# \{0,1\}//p}' "$0"
+  exit 0
+}
+
 # mz_parse_test_args "$@": the Ascend test/*.sh flags. Sets data_path output_path train_epochs batch_size
 # device train_steps; other --k=v flags are kept in MZ_EXTRA_ARGS for the recipe to pass on or reject.
+# -h/--help prints the script's usage and exits 0.
 mz_parse_test_args() {
   data_path="" output_path="" train_epochs="" batch_size="" device="auto" train_steps="" MZ_EXTRA_ARGS=()
   for para in "$@"; do
@@ -35,7 +43,7 @@ mz_parse_test_args() {
       --batch_size=*) batch_size=${para#*=} ;;
       --device=*) device=${para#*=} ;;
       --train_steps=*) train_steps=${para#*=} ;;
-      -h|--help) return 3 ;;
+      -h|--help) mz_usage ;;
       *) MZ_EXTRA_ARGS+=("$para") ;;
     esac
   done
