@@ -39,5 +39,5 @@ bench: setup
 gpu-check:
 	bash ci/gpu_check.sh
 
-clean:
+clean:  # measured records the docs cite live in docs/, which this never touches
 	rm -rf data demo_output bench_output */test/output

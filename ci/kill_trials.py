@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Repeated SIGKILL + ``--resume auto`` trials: does a killed run end with the weights of an uninterrupted one?
 
-    python ci/kill_trials.py [recipe ...] [--trials 10] [--seed 0] [--out bench_output/kill_trials.json]
+    python ci/kill_trials.py [recipe ...] [--trials 10] [--seed 0] [--out docs/kill_trials.json]
 
 Per recipe: one uninterrupted reference run, then N trials. A trial starts the same run and SIGKILLs its
 process group at a random point after the first checkpoint exists: either a random global step plus a random
@@ -11,7 +11,9 @@ compares the final checkpoint tensor by tensor with the reference's. Counted per
 against the newest complete checkpoint on disk, steps redone beyond one checkpoint interval, whether a save was
 cut, and temp files left behind. Writes ``--out`` (JSON) and the same name with ``.md`` (the table).
 
-The runs are the recipes' own reliability-test settings (tiny batches, a few steps per epoch, one checkpoint
+Progress, the resume point and the checkpoints come from the run's events (``<out>/events.jsonl``, written
+through ``common.events``: ``step``, ``resume``, ``checkpoint``), never from log wording; the logs are kept
+only to show a failure. The runs are the recipes' own reliability-test settings (tiny batches, a few steps per epoch, one checkpoint
 per epoch); each needs its framework environment in ``.envs/``. Not part of ``make test``: a measured result.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from common import events  # noqa: E402
 from common.checkpoint import atomic_write_text  # noqa: E402
 
 TEMP = re.compile(r"^\..*(\.tmp|\.old-\d+)")  # the shared atomic writer's temp names (and MindSpore's staging)
@@ -49,11 +52,7 @@ class Recipe:
     resume: list                # added for a resumed run
     steps_per_epoch: int
     epochs: int
-    step_re: str                # a logged step: group g (global step) or e + s (epoch from 1, step in epoch)
-    resume_re: str              # the resume message: group g (global step) or e (epochs done)
-    ckpt_glob: str              # complete checkpoints, relative to out
-    ckpt_re: str                # group 1 of the name: the global step (ckpt_unit 1) or the epoch (ckpt_unit spe)
-    ckpt_per_epoch: bool
+    ckpt_glob: str              # complete checkpoints on disk, relative to out (temp names never match)
     final: str                  # the checkpoint compared with the reference, relative to out
     loader: str                 # tf | torch | mindspore | json (how --compare reads it)
     rtol: float = 0.0
@@ -73,47 +72,41 @@ class Recipe:
         fill = lambda a: a.replace("{data}", str(data)).replace("{out}", str(out))  # noqa: E731
         return [self.interpreter(), *self.script, *map(fill, self.args), *(self.resume if resume else [])]
 
-    def global_step(self, line: str):
-        m = re.search(self.step_re, line)
-        if not m:
-            return None
-        d = m.groupdict()
-        return int(d["g"]) if d.get("g") else (int(d["e"]) - 1) * self.steps_per_epoch + int(d["s"])
-
-    def resumed_step(self, text: str):
-        """Global step the run says it resumed from; 0 when it started from scratch, None when it said nothing."""
-        m = re.search(self.resume_re, text)
-        if not m:
-            return 0 if re.search(r"no (valid|readable) checkpoint", text) else None
-        d = m.groupdict()
-        return int(d["g"]) if d.get("g") else int(d["e"]) * self.steps_per_epoch
-
     def checkpoints(self, out) -> list:
-        """Global steps of the complete checkpoints in ``out``, ascending."""
-        steps = []
-        for p in Path(out).glob(self.ckpt_glob):
-            m = re.search(self.ckpt_re, p.name)
-            if m:
-                steps.append(int(m.group(1)) * (self.steps_per_epoch if self.ckpt_per_epoch else 1))
-        return sorted(steps)
+        """Global steps of the complete checkpoints still on disk in ``out``, ascending.
+
+        A ``checkpoint`` event names a file once it is complete; pruning may have removed it since, so the
+        event counts only while its file exists (the glob keeps a pruned or renamed file from counting).
+        """
+        on_disk = [_resolved(out, p) for p in Path(out).glob(self.ckpt_glob)]
+        return sorted({int(e["global_step"]) for e in events.read(out, "checkpoint")
+                       if any(_same_checkpoint(_resolved(out, e["path"]), d) for d in on_disk)})
 
 
-_EPOCH_STEP = r"^epoch (?P<e>\d+) step (?P<s>\d+) \["
+def _resolved(out, path) -> Path:
+    p = Path(path)
+    return Path(os.path.realpath(p if p.is_absolute() else Path(out) / p))
+
+
+def _same_checkpoint(event_path: Path, disk: Path) -> bool:
+    """The event's path is the matched file, lies inside the matched folder, or is the TF prefix of its files."""
+    return (event_path == disk or disk in event_path.parents
+            or (disk.parent == event_path.parent and disk.name.startswith(event_path.name + ".")))
+
+
 RECIPES = {
     # settings of each recipe's own SIGKILL test (tests/test_reliability.py or test_resume.py), a little longer
     "cspnet_tf1": Recipe(
         env="tf", folder="cspnet_tf1", data=("noise", "cifar10", 48, 32), script=["train.py"],
         args=["--data_path={data}", "--output_path={out}", "--epochs=4", "--batch_size=16", "--seed=5",
               "--DISPLAY_STEP=1", "--device=cpu"], resume=["--resume=auto"], steps_per_epoch=3, epochs=4,
-        step_re=r"Step/Batch: (?P<g>\d+) ---", resume_re=r"resume: restored \S+ \(epoch \d+, global step (?P<g>\d+)\)",
-        ckpt_glob="ckpt/step_*", ckpt_re=r"^step_(\d+)$", ckpt_per_epoch=False, final="cspdarknet53.ckpt",
+        ckpt_glob="ckpt/step_*", final="cspdarknet53.ckpt",
         loader="tf", save_marker="ckpt"),
     "cutmix_tf2": Recipe(
         env="tf", folder="cutmix_tf2", data=("noise", "cifar10", 64, 16), script=["train.py"],
         args=["--data_dir={data}", "--output_path={out}", "--epochs=3", "--eval_static=False", "--perf",
               "--batch_size=8", "--log_steps=1", "--device=cpu"], resume=["--resume=auto"], steps_per_epoch=8,
-        epochs=3, step_re=_EPOCH_STEP, resume_re=r"resume: restored \S+ \(epoch (?P<e>\d+) done\)",
-        ckpt_glob="checkpoints/epoch_*", ckpt_re=r"^epoch_(\d+)$", ckpt_per_epoch=True,
+        epochs=3, ckpt_glob="checkpoints/epoch_*",
         final="checkpoints/epoch_0003/ckpt", loader="tf", atol=1e-6, save_marker="epoch_"),
     "resnet50_cifar_pt": Recipe(
         env="torch", folder="resnet50_cifar_pt", data=("digits",),
@@ -121,26 +114,23 @@ RECIPES = {
         args=["--work-dir", "{out}", "--data-path", "{data}", "--device", "cpu", "--seed", "3", "--no-validate",
               "--train-steps", "2", "--cfg-options", "data.samples_per_gpu=4", "data.workers_per_gpu=0",
               "runner.max_epochs=3"], resume=["--resume", "auto"], steps_per_epoch=2, epochs=3,
-        step_re=r"Epoch \[(?P<e>\d+)\]\[(?P<s>\d+)/\d+\]", resume_re=r"resumed from \S+: epoch \d+, iter (?P<g>\d+)",
-        ckpt_glob="epoch_*.pth", ckpt_re=r"^epoch_(\d+)\.pth$", ckpt_per_epoch=True, final="epoch_3.pth",
+        ckpt_glob="epoch_*.pth", final="epoch_3.pth",
         loader="torch", atol=1e-6, save_marker=".pth"),
     "sppnet_ms": Recipe(
         env="mindspore", folder="sppnet_ms", data=("noise", "imagenet", 40, 12), script=["train.py"],
         args=["--train_path={data}", "--eval_path={data}", "--ckpt_path={out}", "--train_model=zfnet",
               "--image_size=56", "--batch_size=4", "--sink_size=3", "--epoch_size=4", "--keep_prob=1",
               "--run_eval=false", "--keep_checkpoint_max=5", "--device_target=CPU", "--seed=7"],
-        resume=["--resume=auto"], steps_per_epoch=3, epochs=4, step_re=_EPOCH_STEP,
-        resume_re=r"resume: loaded \S+ \(epoch \d+, step (?P<g>\d+)\)", ckpt_glob="zfnet-*.ckpt",
-        ckpt_re=r"^zfnet-(\d+)\.ckpt$", ckpt_per_epoch=True, final="zfnet-4.ckpt", loader="mindspore",
+        resume=["--resume=auto"], steps_per_epoch=3, epochs=4, ckpt_glob="zfnet-*.ckpt", final="zfnet-4.ckpt",
+        loader="mindspore",
         rtol=1e-5, atol=1e-7, save_marker="zfnet-"),
     "tinydarknet_ms": Recipe(
         env="mindspore", folder="tinydarknet_ms", data=("digits_train_only",), script=["train.py"],
         args=["--data_path={data}", "--output_path={out}", "--batch_size=16", "--train_steps=4", "--epoch_size=4",
               "--save_checkpoint_epochs=1", "--keep_checkpoint_max=2", "--log_every=1", "--device_target=CPU",
               "--num_classes=10", "--image_size=32", "--num_parallel_workers=1"], resume=["--resume=auto"],
-        steps_per_epoch=4, epochs=4, step_re=_EPOCH_STEP, resume_re=r"resume: continuing from \S+ at epoch (?P<e>\d+)",
-        ckpt_glob="checkpoints/0/train_tinydarknet_imagenet-*.ckpt", ckpt_re=r"-(\d+)_\d+\.ckpt$",
-        ckpt_per_epoch=True, final="checkpoints/0/train_tinydarknet_imagenet-4_4.ckpt", loader="mindspore",
+        steps_per_epoch=4, epochs=4, ckpt_glob="checkpoints/0/train_tinydarknet_imagenet-*.ckpt",
+        final="checkpoints/0/train_tinydarknet_imagenet-4_4.ckpt", loader="mindspore",
         atol=1e-6, save_marker="train_tinydarknet"),
 }
 
@@ -172,11 +162,15 @@ def temps(out) -> list:
 
 
 # -- one run, watched --------------------------------------------------------------------------------------------
-class LogTail:
-    def __init__(self, path):
-        self.path, self.pos, self.buf = Path(path), 0, ""
+class EventTail:
+    """The events a run appends to ``<out>/events.jsonl`` after this tail was made (earlier runs' are skipped)."""
 
-    def lines(self):
+    def __init__(self, out):
+        self.path = Path(out) / events.FILE
+        self.pos = self.path.stat().st_size if self.path.exists() else 0
+        self.buf = b""
+
+    def new(self) -> list:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.pos)
@@ -184,9 +178,14 @@ class LogTail:
         except FileNotFoundError:
             return []
         self.pos += len(chunk)
-        self.buf += chunk.decode("utf-8", "replace")
-        *done, self.buf = self.buf.split("\n")
-        return done
+        *done, self.buf = (self.buf + chunk).split(b"\n")
+        found = []
+        for line in done:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue  # cut by a kill
+        return found
 
 
 def env():
@@ -196,56 +195,68 @@ def env():
     return e
 
 
+class Progress:
+    """What a run's events said so far: the last global step, when each step was seen, where it resumed."""
+
+    def __init__(self, t0):
+        self.t0, self.last, self.seen, self.resumed = t0, 0, {}, None
+
+    def add(self, found):
+        for e in found:
+            if e.get("event") == "step":
+                g = int(e["global_step"])
+                self.last = max(self.last, g)
+                self.seen.setdefault(g, float(e.get("time", time.time())) - self.t0)
+            elif e.get("event") == "resume" and self.resumed is None:
+                self.resumed = int(e["global_step"])
+
+
 def watched_run(recipe: Recipe, cmd, out, log_path, plan=None, first_kill=False, step_sec=0.0, timeout=1800):
     """Run ``cmd``; with a ``plan``, SIGKILL its process group there. Returns a dict of what happened."""
-    tail, last, seen = LogTail(log_path), 0, {}
-    temps_before = set(temps(out)) if Path(out).exists() else set()
-    t0 = time.time()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    tail, t0 = EventTail(out), time.time()
+    progress = Progress(t0)
+    temps_before = set(temps(out))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT / recipe.folder, env=env(), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    killed = ckpt_seen = False
     try:
-        while True:
-            for line in tail.lines():
-                s = recipe.global_step(line)
-                if s is not None:
-                    last = max(last, s)
-                    seen.setdefault(s, time.time() - t0)
-            if proc.poll() is not None:
-                break
-            if time.time() - t0 > timeout:
-                raise TimeoutError(f"{recipe.folder}: run still going after {timeout} s (log {log_path})")
-            # a first kill waits for a checkpoint to have been written (it may be gone again: a bad prune)
-            ckpt_seen = ckpt_seen or not first_kill or bool(recipe.checkpoints(out))
-            armed = plan is not None and last >= plan["step"] and ckpt_seen
-            if armed and plan["mode"] == "step":
-                time.sleep(plan["frac"] * step_sec)
-                killed = _kill(proc)
-                break
-            if armed and plan["mode"] == "save":
-                # the save after this step is running or about to: kill as soon as its temp file shows,
-                # or at once if it already finished (recorded as a save missed)
-                done = plan["step"] in recipe.checkpoints(out)
-                if done or any(recipe.save_marker in t for t in temps(out)):
-                    killed = _kill(proc)
-                    break
-                time.sleep(0.001)
-                continue
-            time.sleep(0.02)
+        killed = _watch(recipe, proc, out, tail, progress, plan, first_kill, step_sec, timeout, log_path)
     finally:
         if proc.poll() is None:
             _kill(proc)
-    for line in tail.lines() + [tail.buf]:
-        s = recipe.global_step(line)
-        if s is not None:
-            last = max(last, s)
-            seen.setdefault(s, time.time() - t0)
+    progress.add(tail.new())
     new_temps = sorted(set(temps(out)) - temps_before)
-    return {"rc": proc.returncode, "killed": killed, "seconds": round(time.time() - t0, 1), "last_step": last,
-            "step_seen_at": seen, "checkpoints": recipe.checkpoints(out), "new_temps": new_temps,
+    return {"rc": proc.returncode, "killed": killed, "seconds": round(time.time() - t0, 1),
+            "last_step": progress.last, "step_seen_at": progress.seen, "resumed_step": progress.resumed,
+            "checkpoints": recipe.checkpoints(out), "new_temps": new_temps,
             "during_save": killed and any(recipe.save_marker in t for t in new_temps),
             "log": Path(log_path).read_text(errors="replace")}
+
+
+def _watch(recipe, proc, out, tail, progress, plan, first_kill, step_sec, timeout, log_path) -> bool:
+    """Poll the run's events until it ends or the plan says kill; True when it was killed."""
+    ckpt_seen = False
+    while True:
+        progress.add(tail.new())
+        if proc.poll() is not None:
+            return False
+        if time.time() - progress.t0 > timeout:
+            raise TimeoutError(f"{recipe.folder}: run still going after {timeout} s (log {log_path})")
+        # a first kill waits for a checkpoint to have been written (it may be gone again: a bad prune)
+        ckpt_seen = ckpt_seen or not first_kill or bool(recipe.checkpoints(out))
+        armed = plan is not None and progress.last >= plan["step"] and ckpt_seen
+        if armed and plan["mode"] == "step":
+            time.sleep(plan["frac"] * step_sec)
+            return _kill(proc)
+        if armed and plan["mode"] == "save":
+            # the save after this step is running or about to: kill as soon as its temp file shows,
+            # or at once if it already finished (recorded as a save missed)
+            if plan["step"] in recipe.checkpoints(out) or any(recipe.save_marker in t for t in temps(out)):
+                return _kill(proc)
+            time.sleep(0.001)
+            continue
+        time.sleep(0.02)
 
 
 def _kill(proc) -> bool:
@@ -338,7 +349,7 @@ def run_trial(recipe: Recipe, rng, data, work, ref_final, step_sec, p_save, p_se
                         first_kill=not resume, step_sec=step_sec)
         seconds += r["seconds"]
         if resume:
-            resumed = recipe.resumed_step(r["log"])
+            resumed = r["resumed_step"]
             trial["resumes"].append({"resumed_step": resumed, "newest_on_disk": trial["kills"][-1]["newest_ckpt"],
                                      "from_newest": resumed == trial["kills"][-1]["newest_ckpt"]})
         if plan is None or not r["killed"]:
@@ -477,7 +488,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seeds the kill points (the runs keep their own --seed)")
     ap.add_argument("--p_save", type=float, default=0.3, help="share of kills aimed at a checkpoint save")
     ap.add_argument("--p_second", type=float, default=0.4, help="share of trials whose resumed run is killed again")
-    ap.add_argument("--out", default=str(ROOT / "bench_output" / "kill_trials.json"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "kill_trials.json"))
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temp folder, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep every trial's output (default: only failed ones)")
     args = ap.parse_args(argv)

@@ -2,8 +2,8 @@
 
     python fake_trainer.py --out OUT [--epochs 3] [--steps 4] [--resume auto] [--bug diverge|delete_first]
 
-Like the recipes it logs ``epoch E step S [..]`` per step, saves one checkpoint per epoch through
-``common.checkpoint`` (slowly, so a kill can land inside the save), resumes with ``--resume auto`` and ends
+Like the recipes it logs ``epoch E step S [..]`` per step and writes the ``resume``, ``step`` and ``checkpoint``
+events (``common.events``), saves one checkpoint per epoch through ``common.checkpoint`` (slowly, so a kill can land inside the save), resumes with ``--resume auto`` and ends
 with ``final.json``. Each step's update is keyed by (seed, step), so a resumed run is exact. The ``--bug``
 modes break that on purpose: ``diverge`` draws from one unkeyed stream (a resumed run differs),
 ``delete_first`` removes the old checkpoints before writing the new one (a kill mid-save loses them all).
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from common import events  # noqa: E402
 from common.checkpoint import atomic_write, atomic_write_text, latest_valid, remove_stale_temps  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def main():
     out = Path(args.out)
     ckpts = out / "ckpt"
     ckpts.mkdir(parents=True, exist_ok=True)
-    weights, step = [0.0] * 8, 0
+    weights, step, best = [0.0] * 8, 0, None
     if args.resume == "auto":
         remove_stale_temps(ckpts)
         best = latest_valid(ckpts.glob("epoch_*.json"), lambda p: "w" in json.loads(p.read_text()))
@@ -41,6 +42,8 @@ def main():
             state = json.loads(best.read_text())
             weights, step = state["w"], state["step"]
             print(f"resume: continuing from {best} at epoch {step // args.steps}")
+    events.emit(out, "resume", checkpoint=None if best is None else str(best), epoch=step // args.steps,
+                global_step=step)
     stream = random.Random(args.seed)
     for epoch in range(step // args.steps, args.epochs):
         for s in range(1, args.steps + 1):
@@ -49,6 +52,7 @@ def main():
             step += 1
             time.sleep(0.05)
             print(f"epoch {epoch + 1} step {s} [{step}/{args.epochs * args.steps}] loss {sum(weights):.6f}", flush=True)
+            events.emit(out, "step", epoch=epoch + 1, step=s, global_step=step, loss=sum(weights))
         if args.bug == "delete_first":
             for old in ckpts.glob("epoch_*.json"):
                 old.unlink()
@@ -60,7 +64,8 @@ def main():
                 fh.flush()
                 time.sleep(0.3)
                 fh.write(body[len(body) // 2:])
-        atomic_write(ckpts / f"epoch_{epoch + 1:04d}.json", write)
+        path = atomic_write(ckpts / f"epoch_{epoch + 1:04d}.json", write)
+        events.emit(out, "checkpoint", path=str(path), epoch=epoch + 1, global_step=step)
     atomic_write_text(out / "final.json", json.dumps({"w": weights}))
     return 0
 

@@ -1,4 +1,4 @@
-"""ci/kill_trials.py: kill-point choice, log parsing for each recipe, the table, and whole trials on a stand-in
+"""ci/kill_trials.py: kill-point choice, reading a run's events, the table, and whole trials on a stand-in
 trainer (stdlib, about a second per run) that resumes exactly, or is broken on purpose and must be caught."""
 import random
 import sys
@@ -14,10 +14,8 @@ HERE = Path(__file__).resolve().parent
 def fake(*extra):
     return kt.Recipe(env="ci", folder="ci/tests", data=(), python=sys.executable, script=["fake_trainer.py"],
                      args=["--out={out}", "--epochs=3", "--steps=4", *extra], resume=["--resume=auto"],
-                     steps_per_epoch=4, epochs=3, step_re=kt._EPOCH_STEP,
-                     resume_re=r"resume: continuing from \S+ at epoch (?P<e>\d+)", ckpt_glob="ckpt/epoch_*.json",
-                     ckpt_re=r"^epoch_(\d+)\.json$", ckpt_per_epoch=True, final="final.json", loader="json",
-                     save_marker="epoch_")
+                     steps_per_epoch=4, epochs=3, ckpt_glob="ckpt/epoch_*.json", final="final.json",
+                     loader="json", save_marker="epoch_")
 
 
 def trials(tmp_path, recipe, n, **kw):
@@ -41,28 +39,36 @@ def test_kill_points_fall_after_the_checkpoint_and_before_the_end():
     assert kt.plan_kill(random.Random(0), r, 16, p_save=0.3) is None  # nothing left to kill
 
 
-@pytest.mark.parametrize("name, line, step", [
-    ("cspnet_tf1", "Epoch: 001 Step/Batch: 000000005 --- Loss: 2.9301426 Training accuracy: 0.1875", 5),
-    ("cutmix_tf2", "epoch 2 step 3 [11/24] loss 4.6767 lr 0.001 66.9 img/s ETA 01:38", 11),
-    ("resnet50_cifar_pt", "2026-11-22 03:50:24,389 - mmcls - INFO - Epoch [2][2/2]\tlr: 1.000e-01, eta: 0:01:18", 4),
-    ("sppnet_ms", "epoch 2 step 1 [4/12] loss 2.2990 lr 0.00933333 1.7 img/s ETA 00:12", 4),
-    ("tinydarknet_ms", "epoch 2 step 3 [7/12] loss 2.4978 lr 0.1 40.2 img/s ETA 00:08", 7),
-])
-def test_each_recipes_step_line_gives_its_global_step(name, line, step):
-    assert kt.RECIPES[name].global_step(line) == step
-    assert kt.RECIPES[name].global_step("epoch: 2 step: 3, loss is 2.301762") is None  # epoch summaries are not steps
+def test_progress_comes_from_events_of_this_run_only(tmp_path):
+    from common import events
+    events.emit(tmp_path, "step", epoch=1, step=9, global_step=9, loss=1.0)  # an earlier run's
+    tail = kt.EventTail(tmp_path)
+    progress = kt.Progress(t0=0.0)
+    events.emit(tmp_path, "resume", checkpoint="ckpt/epoch_0001.json", epoch=1, global_step=4)
+    events.emit(tmp_path, "step", epoch=2, step=1, global_step=5, loss=1.0)
+    with open(tmp_path / events.FILE, "a") as fh:
+        fh.write('{"event": "step", "global_step": 6')  # being written when the kill came
+    progress.add(tail.new())
+    assert progress.last == 5 and progress.resumed == 4 and list(progress.seen) == [5]
+    with open(tmp_path / events.FILE, "a") as fh:
+        fh.write(', "epoch": 2, "step": 2, "time": 1.0}\n')
+    progress.add(tail.new())
+    assert progress.last == 6
 
 
-@pytest.mark.parametrize("name, text, step", [
-    ("cspnet_tf1", "resume: restored /o/ckpt/step_000000006/cspdarknet53.ckpt (epoch 2, global step 6)", 6),
-    ("cutmix_tf2", "resume: restored /o/checkpoints/epoch_0002 (epoch 2 done)", 16),
-    ("resnet50_cifar_pt", "INFO - resumed from /o/epoch_2.pth: epoch 2, iter 4", 4),
-    ("sppnet_ms", "resume: loaded /o/zfnet-3.ckpt (epoch 3, step 9)", 9),
-    ("tinydarknet_ms", "resume: continuing from /o/checkpoints/0/x-2_4.ckpt at epoch 2", 8),
-    ("sppnet_ms", "resume: no valid checkpoint in /o, starting from scratch", 0),
-])
-def test_each_recipes_resume_message_gives_the_step_it_resumed_at(name, text, step):
-    assert kt.RECIPES[name].resumed_step(text) == step
+def test_only_checkpoints_with_an_event_and_a_file_count(tmp_path):
+    from common import events
+    r = kt.Recipe(env="ci", folder=".", data=(), args=[], resume=[], steps_per_epoch=3, epochs=2,
+                  ckpt_glob="ckpt/step_*", final="x", loader="tf")
+    for step in (3, 6, 9):
+        d = tmp_path / "ckpt" / f"step_{step:09d}"
+        d.mkdir(parents=True)
+        (d / "model.ckpt.index").write_text("x")
+        if step != 9:  # the save of step 9 was killed before its event
+            events.emit(tmp_path, "checkpoint", path=str(d / "model.ckpt"), epoch=step // 3, global_step=step)
+    (tmp_path / "ckpt" / "step_000000003" / "model.ckpt.index").unlink()
+    (tmp_path / "ckpt" / "step_000000003").rmdir()  # pruned
+    assert r.checkpoints(tmp_path) == [6]
 
 
 def test_trials_on_a_trainer_that_resumes_exactly(tmp_path):
