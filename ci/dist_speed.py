@@ -19,18 +19,22 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from common.testing import free_port, write_rank_table  # noqa: E402
+
 OUT = ROOT / "bench_output"
 DIGITS = ROOT / "data" / "digits"
 
 # recipe -> its multi-device script, per-device batch, epochs, and the flags both runs share. Steps per epoch
-# come from --quick. Epochs: the recipes that count their whole first epoch as warm-up get 2, the others 1.
+# come from --quick. Epochs: with 2, the whole first epoch is warm-up (common.throughput.warmup_steps); 1 where
+# a step is too slow for that.
 # Small shapes (32-64 px digits, 10 classes) keep a full run of every recipe within about 10 minutes on 2 cores.
 RECIPES = {
     "cspnet_tf1": {"multi": "test/train_performance_8p.sh", "batch": 16, "epochs": 2, "flags": []},
@@ -45,27 +49,11 @@ RECIPES = {
 SPPNET_MODEL = "sppnet_single"  # the 1p script's default model
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_table(path: Path, ranks: int) -> Path:
-    """An HCCL rank table for ``ranks`` devices of this host."""
-    devices = [{"device_id": str(i), "device_ip": f"192.98.92.{10 + i}", "rank_id": str(i)} for i in range(ranks)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": "1.0", "server_count": "1", "status": "completed",
-                                "server_list": [{"server_id": "127.0.0.1", "host_nic_ip": "reserve",
-                                                 "device": devices}]}, indent=1) + "\n")
-    return path
-
-
 def command(recipe: str, ranks: int, out: Path, steps: int, table: Path):
     """(argv, working directory, extra environment) of one run."""
     spec = RECIPES[recipe]
     rdir = ROOT / recipe
-    port = free_port()
+    port = free_port(consecutive=ranks)
     script = rdir / (spec["multi"] if ranks > 1 else "test/train_performance_1p.sh")
     if recipe in ("sppnet_ms", "tinydarknet_ms") and ranks > 1:
         # the MindSpore recipes' distribution scripts take the original's positional arguments
@@ -196,7 +184,7 @@ def main(argv=None) -> int:
         print(f"ERROR: {DIGITS}: the digits data is missing: run `make data`", file=sys.stderr)
         return 2
     steps = 4 if args.quick else 10
-    table = write_table(OUT / "dist_speed" / "rank_table_2dev.json", 2)
+    table = write_rank_table(OUT / "dist_speed" / "rank_table_2dev.json", 2)
     rows, t0 = {}, time.time()
     for recipe in args.recipes:
         multi = ROOT / recipe / RECIPES[recipe]["multi"]

@@ -4,7 +4,7 @@ from common.rank_table import load_rank_table
 
 
 def test_generated_table_is_a_valid_two_device_table(tmp_path):
-    table = load_rank_table(dist_speed.write_table(tmp_path / "t.json", 2), 2)
+    table = load_rank_table(dist_speed.write_rank_table(tmp_path / "t.json", 2), 2)
     assert table.rank_size == 2 and table.server_count == 1 and table.master_addr == "127.0.0.1"
 
 
