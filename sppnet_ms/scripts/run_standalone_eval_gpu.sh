@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Evaluation as the original: bash run_standalone_eval_gpu.sh TEST_DATA_PATH CKPT_PATH DEVICE_ID TEST_MODEL
-# Output goes to ./eval_log (and the terminal); extra eval.py flags pass on.
-if [ $# -lt 4 ]; then
-  echo "Usage: bash $0 TEST_DATA_PATH CKPT_PATH DEVICE_ID TEST_MODEL [eval.py flags]" >&2; exit 2
-fi
+# Evaluation as the original:
+#   bash run_standalone_eval_gpu.sh TEST_DATA_PATH CKPT_PATH DEVICE_ID TEST_MODEL [eval.py flags]
+# TEST_MODEL: zfnet, sppnet_single or sppnet_mult. Runs eval.py --device_target=GPU; output in ./eval_log and on
+# the terminal.
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/standalone_common.sh" eval GPU "$@"
