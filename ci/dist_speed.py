@@ -60,9 +60,9 @@ def command(recipe: str, ranks: int, out: Path, steps: int, table: Path):
         shared = [f"--batch_size={spec['batch']}", f"--epoch_size={spec['epochs']}", *spec["flags"]]
         if recipe == "sppnet_ms":  # writes into ./<model>_train_parallel of its working directory
             return (["bash", str(script), str(table), str(DIGITS), str(DIGITS), SPPNET_MODEL, "--device=cpu",
-                     f"--master_port={port}", f"--sink_size={steps}", "--performance", *shared], out, {})
+                     f"--master_port={port}", f"--train_steps={steps}", "--perf", *shared], out, {})
         return (["bash", str(script), str(table), "imagenet", str(DIGITS / "imagenet"), f"--output_path={out}",
-                 "--device_target=CPU", f"--train_steps={steps}", *shared], ROOT, {"MASTER_PORT": str(port)})
+                 "--device_target=CPU", f"--train_steps={steps}", "--perf", *shared], ROOT, {"MASTER_PORT": str(port)})
     argv = ["bash", str(script), f"--data_path={DIGITS}", f"--output_path={out}", "--device=cpu",
             f"--batch_size={spec['batch']}", f"--train_epochs={spec['epochs']}", f"--train_steps={steps}",
             *spec["flags"]]

@@ -67,10 +67,12 @@ def _jsonable(o):
 def finish_run(*, output_dir, network: str, case: str, framework: str, framework_version: str, device: str,
                rank_size: int, batch_size: int, params: int, epochs: int, meter: ThroughputMeter,
                accuracy: float, loss: Optional[float], seed, extra: Optional[dict] = None,
-               e2e_seconds: Optional[float] = None, stream=None) -> dict:
+               e2e_seconds: Optional[float] = None, stream=None, global_step: Optional[int] = None) -> dict:
     """Print the banner and write ``<case>.log`` + ``<case>.json`` into ``output_dir``. Returns the record.
 
     ``batch_size`` is the per-device batch; images/sec is summed over all ``rank_size`` ranks by the meter.
+    ``global_step``: the run's last global step for the ``finished`` event (default: the steps this process
+    timed, which after a resume is fewer).
     """
     e2e = time.time() - start_time() if e2e_seconds is None else e2e_seconds
     ips, sps = meter.images_per_sec, meter.sec_per_step
@@ -103,6 +105,6 @@ def finish_run(*, output_dir, network: str, case: str, framework: str, framework
         record.update(extra)
     write_json(out / f"{case}.json", record)
     events.emit(out, "cpu_tuning", **record["cpu_tuning"])
-    events.emit(out, "finished", global_step=meter.total_steps, images_per_sec=record["images_per_sec"],
+    events.emit(out, "finished", global_step=meter.total_steps if global_step is None else int(global_step), images_per_sec=record["images_per_sec"],
                 accuracy=acc, case=case)
     return record

@@ -11,7 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import positive_int, str2bool  # noqa: E402  (after the path set-up above)
+from common import cli  # noqa: E402  (after the path set-up above)
+from common.checkpoint import CheckpointError  # noqa: E402
+from common.imagefolder import ImageFolderError  # noqa: E402
 
 
 def build_parser():
@@ -22,14 +24,14 @@ def build_parser():
     p.add_argument('--ckpt_path', default='./ckpt/best.ckpt', help='checkpoint file')
     p.add_argument('--device_target', default='auto', help='Ascend | GPU | CPU | auto')
     p.add_argument('--device_id', type=int, default=int(os.environ.get('DEVICE_ID', 0)))
-    p.add_argument('--dataset_sink_mode', type=str2bool, default=False,
+    p.add_argument('--dataset_sink_mode', type=cli.str2bool, default=False,
                    help='sink the dataset into the device graph while evaluating')
-    p.add_argument('--batch_size', type=positive_int, default=None, help='default: the model config')
-    p.add_argument('--image_size', type=positive_int, default=None, help='default: the checkpoint\'s, else 224')
-    p.add_argument('--num_classes', type=positive_int, default=None, help="default: the checkpoint's")
+    p.add_argument('--batch_size', type=cli.positive_int, default=None, help='default: the model config')
+    p.add_argument('--image_size', type=cli.positive_int, default=None, help='default: the checkpoint\'s, else 224')
+    p.add_argument('--num_classes', type=cli.positive_int, default=None, help="default: the checkpoint's")
     p.add_argument('--skip_bad_images', action='store_true', help='skip (and list) unreadable images')
-    p.add_argument('--vet_images', type=str2bool, default=True, help='decode every image once before evaluating')
-    p.add_argument('--workers', type=positive_int, default=None, help='data pipeline threads')
+    p.add_argument('--vet_images', type=cli.str2bool, default=True, help='decode every image once before evaluating')
+    p.add_argument('--workers', type=cli.positive_int, default=None, help='data pipeline threads')
     p.add_argument('--result_file', default=None, help='also write the result as JSON here')
     return p
 
@@ -40,14 +42,14 @@ def main(argv=None):
     from mindspore import nn
     from mindspore.train import Model
 
-    from common.checkpoint import CheckpointError, atomic_write_text
-    from common.imagefolder import ImageFolderError
+    from common.checkpoint import atomic_write_text
+    from common.ms import load_ckpt, load_into, meta_value
 
     from src.config import get_config
     from src.dataset import create_dataset_imagenet, load_split
     from src.eval_callback import evaluate
     from src.sppnet import SppNet
-    from src.utils import load_ckpt, load_into, meta_value, resolve_device_target
+    from src.utils import resolve_device_target
 
     params = load_ckpt(args.ckpt_path)
     trained = meta_value(params, 'train_model')
@@ -83,15 +85,6 @@ def main(argv=None):
     return 0
 
 
-def run(argv=None):
-    from common.checkpoint import CheckpointError
-    from common.imagefolder import ImageFolderError
-    try:
-        return main(argv)
-    except (ImageFolderError, CheckpointError, ValueError) as exc:
-        print(f'ERROR: {exc}', file=sys.stderr)
-        return 2
-
-
 if __name__ == '__main__':
-    sys.exit(run())
+    from train import translate  # MindSpore's wrapped reader errors, as in training
+    cli.run(main, errors=(ImageFolderError, CheckpointError, ValueError), translate=translate)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import positive_int, str2bool  # noqa: E402
+from common import cli  # noqa: E402  (after the path set-up above)
+from common.checkpoint import CheckpointError  # noqa: E402
 
 SUFFIX = {'MINDIR': '.mindir', 'ONNX': '.onnx', 'AIR': '.air'}
 
@@ -19,13 +20,13 @@ def build_parser():
     p = argparse.ArgumentParser(description='Export a ZFNet / SPPNet checkpoint.')
     p.add_argument('--ckpt_file', required=True, help='checkpoint to export')
     p.add_argument('--file_format', default='MINDIR', choices=['AIR', 'ONNX', 'MINDIR'])
-    p.add_argument('--batch_size', type=positive_int, default=1)
+    p.add_argument('--batch_size', type=cli.positive_int, default=1)
     p.add_argument('--export_model', default='sppnet_single', choices=['zfnet', 'sppnet_single', 'sppnet_mult'])
     p.add_argument('--file_name', default=None, help='output path without suffix (default: the model name)')
-    p.add_argument('--image_size', type=positive_int, default=None, help="default: the checkpoint's, else 224")
+    p.add_argument('--image_size', type=cli.positive_int, default=None, help="default: the checkpoint's, else 224")
     p.add_argument('--device_target', default='auto', help='Ascend | GPU | CPU | auto')
     p.add_argument('--device_id', type=int, default=int(os.environ.get('DEVICE_ID', 0)))
-    p.add_argument('--verify', type=str2bool, default=True,
+    p.add_argument('--verify', type=cli.str2bool, default=True,
                    help='load the exported file back (MindSpore GraphCell / onnxruntime) and compare outputs')
     return p
 
@@ -36,10 +37,11 @@ def main(argv=None):
     import mindspore as ms
     from mindspore import Tensor
 
-    from common.checkpoint import CheckpointError, atomic_write
+    from common.checkpoint import atomic_write
+    from common.ms import load_ckpt, load_into, meta_value
 
     from src.sppnet import SppNet
-    from src.utils import load_ckpt, load_into, meta_value, resolve_device_target
+    from src.utils import resolve_device_target
 
     target = resolve_device_target(args.device_target)
     if args.file_format == 'AIR' and target != 'Ascend':
@@ -68,30 +70,28 @@ def main(argv=None):
     print(f'exported {args.export_model} ({num_classes} classes, input {list(shape)}) to {out}')
 
     if args.verify and args.file_format != 'AIR':
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        expected = net(Tensor(x)).asnumpy()
-        if args.file_format == 'MINDIR':
-            got = ms.nn.GraphCell(ms.load(out))(Tensor(x)).asnumpy()
-        else:
-            import onnxruntime as ort
-            sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
-            got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        diff = float(np.abs(got - expected).max())
-        scale = float(np.abs(expected).max()) or 1.0
-        print(f'verify {args.file_format}: max abs diff {diff:.3e} (output scale {scale:.3e})')
-        if diff > 1e-4 * max(1.0, scale):
-            raise ValueError(f'{out}: exported model disagrees with the network (max abs diff {diff:.3e})')
+        verify(net, out, shape, args.file_format)
     return 0
 
 
-def run(argv=None):
-    from common.checkpoint import CheckpointError
-    try:
-        return main(argv)
-    except (CheckpointError, ValueError) as exc:
-        print(f'ERROR: {exc}', file=sys.stderr)
-        return 2
+def verify(net, out, shape, file_format):
+    """Run the exported file (MindSpore GraphCell / onnxruntime) against the network on one random batch."""
+    import numpy as np
+    import mindspore as ms
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    expected = net(ms.Tensor(x)).asnumpy()
+    if file_format == 'MINDIR':
+        got = ms.nn.GraphCell(ms.load(out))(ms.Tensor(x)).asnumpy()
+    else:
+        import onnxruntime as ort
+        sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    diff = float(np.abs(got - expected).max())
+    scale = float(np.abs(expected).max()) or 1.0
+    print(f'verify {file_format}: max abs diff {diff:.3e} (output scale {scale:.3e})')
+    if diff > 1e-4 * max(1.0, scale):
+        raise ValueError(f'{out}: exported model disagrees with the network (max abs diff {diff:.3e})')
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    cli.run(main, errors=(CheckpointError, ValueError))

@@ -89,18 +89,21 @@ def op_time_shares(step, steps: int = 2, top: int = 6) -> dict:
 
 
 def bare_and_pipeline(net, loss, opt, batch_size: int, image_size: int, make_dataset, quick: bool,
-                      steps_per_window: int) -> tuple:
-    """(bare TrainOneStepCell loop, input pipeline, op-time shares of the bare step), the bare loop and the
-    pipeline timed the same way for both recipes.
+                      steps_per_window: int, step_cell=None) -> tuple:
+    """(bare step loop, input pipeline, op-time shares of the bare step), the bare loop and the pipeline timed
+    the same way for both recipes.
 
-    The bare loop feeds one fixed random batch; ``make_dataset()`` returns a fresh batched dataset of the
-    recipe's own training pipeline, re-created whenever a pass runs out.
+    The bare loop calls ``step_cell(x, y)`` (the recipe's own train step, e.g. its ``Model``'s
+    ``train_network``: AMP level and loss scale included) on one fixed random batch; without one, a plain
+    ``TrainOneStepCell`` of ``net``, ``loss`` and ``opt``. ``make_dataset()`` returns a fresh batched dataset of
+    the recipe's own training pipeline, re-created whenever a pass runs out.
     """
     import mindspore as ms
     from mindspore import nn
     from ci.benchlib import timed_windows
     windows = 3 if quick else 5
-    step_cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
+    if step_cell is None:
+        step_cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
     step_cell.set_train()
     rs = np.random.RandomState(0)
     x = ms.Tensor(rs.randn(batch_size, 3, image_size, image_size).astype(np.float32))

@@ -35,3 +35,24 @@ def get_config(train_model):
     if train_model not in _CFGS:
         raise ValueError(f"unknown model '{train_model}', expected one of {', '.join(MODELS)}")
     return SimpleNamespace(**_CFGS[train_model])
+
+
+def resolve_config(args):
+    """The model's configuration with the command line's overrides, checked (a bad value raises ValueError)."""
+    from .dataset import second_size
+    from .sppnet import min_image_size
+    cfg = get_config(args.train_model)
+    for key in ('epoch_size', 'batch_size', 'lr_init', 'warmup_epochs', 'keep_prob', 'seed'):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    if cfg.warmup_epochs < 0 or cfg.lr_init <= 0:
+        raise ValueError("--warmup_epochs must be >= 0 and --lr_init > 0")
+    if not 0.0 < cfg.keep_prob <= 1.0:
+        raise ValueError(f"--keep_prob must be in (0, 1], got {cfg.keep_prob}")
+    minimum = min_image_size(args.train_model)
+    if args.image_size < minimum:
+        raise ValueError(f"--image_size {args.image_size} is too small for {args.train_model} (minimum {minimum})")
+    if args.train_model == 'sppnet_mult' and second_size(args.image_size) < minimum:
+        raise ValueError(f"--image_size {args.image_size}: its small size {second_size(args.image_size)} is below "
+                         f"the minimum")
+    return cfg

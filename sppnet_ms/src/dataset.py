@@ -9,6 +9,7 @@ the run with its path (or is skipped and reported with ``--skip_bad_images``) in
 pipeline. Images are decoded by Pillow in the reader, which also names the file if one breaks later.
 """
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import mindspore.dataset as ds
@@ -17,6 +18,7 @@ from mindspore import dtype as mstype
 import mindspore.dataset.transforms as transforms
 from PIL import Image
 
+from common.digest import weights_digest
 from common.imagefolder import ImageFolderError, list_images, resolve_split, vet_images
 
 from .config import MULT_SIZES
@@ -32,6 +34,15 @@ def load_split(path, split, vet=True, skip_bad=False, log=print):
     if vet:
         samples, _ = vet_images(samples, skip_bad=skip_bad, log=log)
     return samples, classes
+
+
+def class_names(path, split):
+    """The sorted class folders of a split, without listing the images (``list_images``' rule)."""
+    root = resolve_split(path, split)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith('.'))
+    if not classes:
+        raise ImageFolderError(f"{root}: no class folders")
+    return classes
 
 
 class _Reader:
@@ -103,3 +114,60 @@ def create_dataset_imagenet(samples, batch_size, train_model='sppnet_single', tr
             data = data.repeat(-(-steps // per_pass))
         data = data.take(steps)
     return data
+
+
+@dataclass
+class TrainData:
+    """A run's images and pipelines: ``train(epoch)`` builds a fresh training pipeline seeded by the epoch (so a
+    resumed run sees the same data order) and returns it with its input size; ``eval()`` the evaluation one.
+
+    ``steps_per_epoch`` is the dataset's batches per rank, or ``--sink_size`` when given (the original's), capped
+    by ``--train_steps``. ``sizes``: the input size, then the multi-size model's small one.
+    """
+    train_samples: list
+    eval_samples: list
+    classes: list
+    sizes: list
+    steps_per_epoch: int
+    batch_size: int
+    train_model: str
+    seed: int
+    workers: int = None
+    augment: bool = True
+    shards: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args, ctx):
+        from common.cli import steps_per_epoch
+        train, classes = load_split(args.train_path, 'train', args.vet_images, args.skip_bad_images, ctx.log)
+        evaluation, eval_classes = load_split(args.eval_path, 'val', args.vet_images, args.skip_bad_images, ctx.log)
+        if eval_classes != classes:
+            raise ImageFolderError(f"{args.eval_path}: class folders differ from {args.train_path} "
+                                   f"({len(eval_classes)} vs {len(classes)})")
+        sizes = [args.image_size] + ([second_size(args.image_size)] if args.train_model == 'sppnet_mult' else [])
+        batch = args.cfg.batch_size
+        per_pass = len(train) // ctx.group_size // batch
+        if per_pass == 0:
+            raise ImageFolderError(f"{args.train_path}: {len(train)} images over {ctx.group_size} rank(s) give no "
+                                   f"batch of {batch}; lower --batch_size")
+        steps = steps_per_epoch(args.sink_size if args.sink_size > 0 else per_pass, args.train_steps)
+        shards = dict(num_shards=ctx.group_size, shard_id=ctx.rank) if ctx.group_size > 1 else {}
+        return cls(train, evaluation, classes, sizes, steps, batch, args.train_model, args.cfg.seed, args.workers,
+                   args.augment, shards)
+
+    def train(self, epoch):
+        ds.config.set_seed(self.seed + epoch)
+        small = self.train_model == 'sppnet_mult' and epoch % 2 == 1
+        size = self.sizes[1] if small else self.sizes[0]
+        return create_dataset_imagenet(self.train_samples, self.batch_size, self.train_model, True, self.sizes[0],
+                                       resize_to=size if small else None, workers=self.workers,
+                                       steps=self.steps_per_epoch, augment=self.augment, **self.shards), size
+
+    def eval(self):
+        return create_dataset_imagenet(self.eval_samples, self.batch_size, self.train_model, False, self.sizes[0],
+                                       workers=self.workers)
+
+    def first_batch_digest(self):
+        """``common.digest.weights_digest`` of epoch 0's first (image, label) batch on this rank."""
+        image, label = next(self.train(0)[0].create_tuple_iterator(output_numpy=True))
+        return weights_digest([image, label])

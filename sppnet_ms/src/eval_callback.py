@@ -6,7 +6,7 @@ After an evaluated epoch the best checkpoint is replaced when top-1 >= best top-
 import os
 import time
 
-from .utils import save_ckpt
+from common.ms import save_ckpt
 
 METRICS = {'top_1_accuracy', 'top_5_accuracy'}
 

@@ -10,4 +10,4 @@ train_steps=${train_steps:-20}
 source "$cur_path/common_args.sh"
 cd "$MZ_RECIPE_DIR"
 mz_run_logged "$output_path/train_${ASCEND_DEVICE_ID:-0}.log" \
-  "$MZ_PYTHON" train.py --performance "${sppnet_args[@]}" "${MZ_EXTRA_ARGS[@]}" || exit $?
+  "$MZ_PYTHON" train.py --perf "${sppnet_args[@]}" "${MZ_EXTRA_ARGS[@]}" || exit $?

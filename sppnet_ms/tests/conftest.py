@@ -14,6 +14,8 @@ for p in (str(RECIPE), str(ROOT)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from common.testing import make_noise  # noqa: E402  (after the path set-up above)
+
 
 def digits_imagenet():
     path = DIGITS / 'imagenet'
@@ -43,8 +45,4 @@ def error_lines(text):
 @pytest.fixture(scope='session')
 def noise_imagenet(tmp_path_factory):
     """Random-noise JPEG folders (40 train / 12 val, 10 classes) built by the repo's own noise builder."""
-    out = tmp_path_factory.mktemp('noise')
-    proc = run([sys.executable, ROOT / 'ci' / 'make_data.py', '--noise', '--out', out, '--n_train', '40',
-                '--n_test', '12', '--formats', 'imagenet'], timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    return out / 'imagenet'
+    return make_noise(tmp_path_factory.mktemp('noise'), 'imagenet', 40, 12) / 'imagenet'

@@ -7,7 +7,7 @@ import pytest
 
 from common.checkpoint import CheckpointError
 from common.smallfs import small_tmpfs
-from src.utils import load_ckpt, save_ckpt
+from common.ms import load_ckpt, save_ckpt
 
 MIB = 1 << 20
 

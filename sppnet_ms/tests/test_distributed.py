@@ -14,33 +14,21 @@ import time
 
 import pytest
 
+from common import events
 from common.banner import parse_banner
+from common.testing import free_port, make_noise, write_rank_table
 
-from conftest import RECIPE, ROOT, env, error_lines, run
+from conftest import RECIPE, env, error_lines, run
 
 SCRIPT = RECIPE / 'scripts' / 'run_distribution_ascend.sh'
 FLAGS = ['--device=cpu', '--image_size=56', '--batch_size=4', '--run_eval=false', '--vet_images=false',
          '--epoch_size=1']
 
 
-def _table(path, n=2, **override):
-    table = {'version': '1.0', 'server_count': '1', 'status': 'completed',
-             'server_list': [{'server_id': '127.0.0.1', 'host_nic_ip': 'reserve',
-                              'device': [{'device_id': str(i), 'device_ip': '0.0.0.0', 'rank_id': str(i)}
-                                         for i in range(n)]}]}
-    table.update(override)
-    path.write_text(json.dumps(table))
-    return path
-
-
 @pytest.fixture(scope='module')
 def one_global_batch(tmp_path_factory):
     """8 noise JPEGs: one global batch of 2 x 4 (or 1 x 8), so a 1-device run sees exactly the 2 ranks' data."""
-    out = tmp_path_factory.mktemp('noise8')
-    proc = run([sys.executable, ROOT / 'ci' / 'make_data.py', '--noise', '--out', out, '--n_train', '8',
-                '--n_test', '8', '--formats', 'imagenet'], timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    return out / 'imagenet'
+    return make_noise(tmp_path_factory.mktemp('noise8'), 'imagenet', 8, 8) / 'imagenet'
 
 
 # Loss parity between 2 ranks x batch 4 and 1 device x batch 8. Made comparable by construction: the same seed,
@@ -56,7 +44,8 @@ PARITY = ['--image_size=56', '--run_eval=false', '--vet_images=false', '--epoch_
 
 
 def _rank_values(work, kind):
-    """{rank: [values]} of the ``rank r/2: <kind> X`` lines in each rank's log."""
+    """{rank: [values]} of the ``rank r/2: <kind> X`` lines in each rank's log (what no event records: the data
+    each rank trained on, its final weights)."""
     found = {}
     for rank in (0, 1):
         text = (work / f'train_parallel{rank}' / 'log').read_text()
@@ -73,8 +62,9 @@ def test_two_ranks_train_on_different_data_in_lockstep_and_match_one_device_loss
          '--device_target=CPU', '--batch_size=8', f'--ckpt_path={single}', *PARITY],
         cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        proc = run(['bash', SCRIPT, _table(tmp_path / 'rank_table.json'), data, data, 'zfnet', '--device=cpu',
-                    '--batch_size=4', *PARITY, '--master_port=8141'], cwd=tmp_path, timeout=400)
+        table = write_rank_table(tmp_path / 'rank_table.json', 2)
+        proc = run(['bash', SCRIPT, table, data, data, 'zfnet', '--device=cpu', '--batch_size=4', *PARITY,
+                    f'--master_port={free_port()}'], cwd=tmp_path, timeout=400)
         single_out = one_device.communicate(timeout=300)[0]
     finally:
         if one_device.poll() is None:
@@ -95,11 +85,12 @@ def test_two_ranks_train_on_different_data_in_lockstep_and_match_one_device_loss
     assert sorted(p.name for p in (work / 'ckpt').iterdir() if p.suffix == '.ckpt') == ['zfnet-2.ckpt', 'zfnet-3.ckpt']
 
     # parity with the 1-device run of the same global batch
-    initial = _rank_values(work, 'initial weights sha256')
-    assert initial[0] == initial[1] == re.findall(r'^initial weights sha256 (\S+)', single_out, re.M)
-    losses = _rank_values(work, 'epoch \\d+ mean loss')
-    two_ranks = [(float(a) + float(b)) / 2 for a, b in zip(losses[0], losses[1])]
-    one = [float(x) for x in re.findall(r'^epoch: \d+ step: 1, loss is (\S+)', single_out, re.M)]
+    initial = _by_rank(work, 'initial_weights', 'digest')
+    assert initial[0] == initial[1] == [e['digest'] for e in events.read(single, 'initial_weights')]
+    # every epoch is one step, so each step event's loss is the epoch's (per-rank) loss
+    losses = _by_rank(work, 'step', 'loss')
+    two_ranks = [(a + b) / 2 for a, b in zip(losses[0], losses[1])]
+    one = [e['loss'] for e in events.read(single, 'step')]
     assert len(one) == len(two_ranks) == 3, single_out[-2000:]
     assert losses[0] != losses[1]  # the ranks did see different images
     assert two_ranks[0] == pytest.approx(one[0], abs=1e-5)  # initial weights + the global batch only
@@ -107,9 +98,18 @@ def test_two_ranks_train_on_different_data_in_lockstep_and_match_one_device_loss
     assert one[0] != pytest.approx(one[2], abs=1e-3)  # the weights did move, so the later steps compare updates
 
 
+def _by_rank(out, kind, key):
+    """{rank: [event[key], ...]} of the run's ``kind`` events in ``out``, oldest first."""
+    found = {0: [], 1: []}
+    for e in events.read(out, kind):
+        found[e['rank']].append(e[key])
+    assert found[0] and found[1], events.read(out)
+    return found
+
+
 @pytest.mark.parametrize('problem', ['duplicate_rank', 'server_count'])
 def test_bad_rank_table_fails_before_any_process_starts(noise_imagenet, tmp_path, problem):
-    table = _table(tmp_path / 't.json')
+    table = write_rank_table(tmp_path / 't.json', 2)
     data = json.loads(table.read_text())
     if problem == 'duplicate_rank':
         data['server_list'][0]['device'][1]['rank_id'] = '0'
@@ -164,8 +164,9 @@ def _alive(pid):
 
 
 def test_killing_one_rank_ends_the_job_non_zero(noise_imagenet, tmp_path):
-    proc = subprocess.Popen(['bash', str(SCRIPT), str(_table(tmp_path / 'rank_table.json')), str(noise_imagenet),
-                             str(noise_imagenet), 'zfnet', *FLAGS, '--sink_size=200', '--master_port=8151'],
+    table = write_rank_table(tmp_path / 'rank_table.json', 2)
+    proc = subprocess.Popen(['bash', str(SCRIPT), str(table), str(noise_imagenet), str(noise_imagenet), 'zfnet',
+                             *FLAGS, '--sink_size=200', f'--master_port={free_port()}'],
                             cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     log = tmp_path / 'zfnet_train_parallel' / 'msrun_log' / 'worker_1.log'
@@ -192,15 +193,13 @@ def test_killing_one_rank_ends_the_job_non_zero(noise_imagenet, tmp_path):
 def test_two_servers_on_loopback_train_as_one_job(noise_imagenet, tmp_path):
     # a two-server table (127.0.0.1 holds rank 0 and the scheduler, 127.0.0.2 rank 1): each "server" runs the
     # script with its --server_index, as two real hosts would
-    table = tmp_path / 'two_servers.json'
-    table.write_text(json.dumps({'version': '1.0', 'server_count': '2', 'status': 'completed', 'server_list': [
-        {'server_id': f'127.0.0.{i + 1}', 'host_nic_ip': 'reserve',
-         'device': [{'device_id': '0', 'device_ip': '0.0.0.0', 'rank_id': str(i)}]} for i in range(2)]}))
-    procs = []
+    table = write_rank_table(tmp_path / 'two_servers.json', 1, servers=('127.0.0.1', '127.0.0.2'))
+    port, procs = free_port(), []
     for i in range(2):
         (tmp_path / f'server{i}').mkdir()
         procs.append(subprocess.Popen(['bash', str(SCRIPT), str(table), str(noise_imagenet), str(noise_imagenet),
-                                       'zfnet', *FLAGS, '--sink_size=2', f'--server_index={i}', '--master_port=8161'],
+                                       'zfnet', *FLAGS, '--sink_size=2', f'--server_index={i}',
+                                       f'--master_port={port}'],
                                       cwd=tmp_path / f'server{i}', env=env(), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, start_new_session=True))
     try:

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import mindspore as ms
 
+from common import events
+
 from conftest import RECIPE, env, run
 
 FLAGS = ['--train_model=zfnet', '--image_size=56', '--batch_size=4', '--sink_size=3', '--epoch_size=3',
@@ -72,7 +74,11 @@ def killed_and_resumed(noise_imagenet, tmp_path_factory):
 def test_sigkill_then_resume_auto_ends_with_the_same_weights(killed_and_resumed, uninterrupted):
     ckpt, out = killed_and_resumed
     assert f"resume: skipping {ckpt / 'zfnet-2.ckpt'}" in out
-    assert f"resume: loaded {ckpt / 'zfnet-1.ckpt'} (epoch 1, step 3)" in out
+    resumed = events.last(ckpt, 'resume')
+    assert (resumed['checkpoint'], resumed['epoch'], resumed['global_step']) == (str(ckpt / 'zfnet-1.ckpt'), 1, 3)
+    saved = [(e['epoch'], e['global_step'], e['path']) for e in events.read(ckpt, 'checkpoint')
+             if e['pid'] == resumed['pid']]
+    assert saved == [(2, 6, str(ckpt / 'zfnet-2.ckpt')), (3, 9, str(ckpt / 'zfnet-3.ckpt'))]
     a, b = _weights(uninterrupted / 'zfnet-3.ckpt'), _weights(ckpt / 'zfnet-3.ckpt')
     assert a.keys() == b.keys() and 'moments.fc1.weight' in a and 'global_step' in a
     for name in a:
