@@ -25,7 +25,8 @@ def _bundle_files(prefix):
 
 
 def save(sess, saver, out, epoch, global_step, seed, batch_size, val_accuracy, rank_size=1, eval_batch_size=None):
-    """Save the session's variables; returns the Saver prefix of the ``<output>/cspdarknet53.ckpt`` copy."""
+    """Save the session's variables; returns the Saver prefix in the new step folder (complete on disk, and
+    linked to ``<output>/cspdarknet53.ckpt``, when this returns)."""
     out = Path(out)
     folder = out / "ckpt" / f"step_{global_step:09d}"
     state = {"epoch": epoch, "global_step": int(global_step), "seed": seed, "batch_size": batch_size,
@@ -50,7 +51,7 @@ def save(sess, saver, out, epoch, global_step, seed, batch_size, val_accuracy, r
         for f in old.iterdir():
             f.unlink()
         old.rmdir()
-    return out / CKPT_NAME
+    return folder / CKPT_NAME
 
 
 def check(prefix):

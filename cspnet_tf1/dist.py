@@ -1,6 +1,7 @@
 """Data-parallel training across processes, with TensorFlow's own collectives in TF1 graph mode.
 
-``launch.py`` starts one ``train.py`` per device. Two engines, chosen by what the launcher set:
+The launcher (test/train_*_8p.sh) starts one ``train.py`` per device. Two engines, chosen by what the
+launcher set:
 - ``TF_CONFIG`` (CPU, GPU): ``tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy``, i.e.
   CollectiveAllReduceStrategy, with a ``tf.distribute.Server`` per worker and a ``Session`` on its target.
   Variables created under the strategy are MirroredVariables whose initial values are broadcast from
@@ -8,15 +9,15 @@
 - ``RANK_SIZE`` > 1 without TF_CONFIG on Ascend: the npu_bridge ``NPUDistributedOptimizer`` (HCCL
   all-reduce of the gradients) and an HCCL broadcast of rank 0's variables, as the Ascend TF1 recipes do.
 """
-import hashlib
 import json
 import os
 import sys
 import threading
 import time
 
-import numpy as np
 import tensorflow as tf
+
+from common import cli
 
 tf1 = tf.compat.v1
 SUM = tf.distribute.ReduceOp.SUM
@@ -39,7 +40,7 @@ class Cluster:
 
 
 def cluster_from_env(device):
-    """TF_CONFIG from launch.py, else Ascend's RANK_ID/RANK_SIZE on an NPU, else a single process."""
+    """TF_CONFIG from the launcher, else Ascend's RANK_ID/RANK_SIZE on an NPU, else a single process."""
     raw = os.environ.get("TF_CONFIG")
     if raw:
         try:
@@ -78,13 +79,6 @@ def shard(x, y, cluster):
         return x, y
     n = len(x) // cluster.world
     return x[cluster.rank::cluster.world][:n], y[cluster.rank::cluster.world][:n]
-
-
-def digest(arrays):
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
 
 
 def wrap_optimizer(opt, cluster):
@@ -151,5 +145,14 @@ def watch_launcher():
         while os.getppid() == int(pid):
             time.sleep(1.0)
         print("ERROR: the launcher exited; stopping this rank", file=sys.stderr, flush=True)
-        os._exit(1)
+        os._exit(cli.EXIT_ERROR)  # from a thread: the main one may be blocked in a collective
     threading.Thread(target=watch, daemon=True).start()
+
+
+def explain_error(exc):
+    """The one-line message for a lost rank (``cli.run``'s ``translate``): None for any other exception."""
+    if isinstance(exc, tf.errors.DeadlineExceededError):
+        return "the other ranks did not answer within --collective_timeout seconds; did a rank die?"
+    if isinstance(exc, (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError)):
+        return f"lost the connection to another rank ({type(exc).__name__}); did a rank die?"
+    return None

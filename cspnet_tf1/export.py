@@ -7,8 +7,6 @@ As in training, the normalisation uses the statistics of the batch fed in, so fe
     python export.py --CKPT_PATH=./checkpoint/cspdarknet53.ckpt --output_dir=./export
 """
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +19,8 @@ import tensorflow as tf  # noqa: E402
 
 import ckpt
 import utils
-from common.checkpoint import CheckpointError, atomic_write_bytes
-from common.cifar import DatasetError
+from common import cli
+from common.checkpoint import atomic_write_bytes
 from models import cspdarknet53
 
 tf1 = tf.compat.v1
@@ -35,7 +33,7 @@ def parse_args(argv=None):
                    help="Saver prefix, a step folder, or the training output folder")
     p.add_argument("--output_dir", default="./export", help="where cspdarknet53.pb and cspdarknet53.onnx go")
     p.add_argument("--CIFAR_PATH", default=None, help="check on the first test images (default: a random batch)")
-    p.add_argument("--batch_size", default=64, type=int, help="size of the batch the exports are checked on")
+    p.add_argument("--batch_size", default=64, type=cli.positive_int, help="size of the batch the exports are checked on")
     p.add_argument("--format", default="both", choices=["pb", "onnx", "both"])
     p.add_argument("--opset", default=13, type=int)
     p.add_argument("--atol", default=1e-3, type=float, help="largest accepted |logit difference|")
@@ -48,9 +46,7 @@ def freeze(prefix):
     with graph.as_default():
         x = tf1.placeholder(tf.float32, [None, 32, 32, 3], name=INPUT_NODE)
         # the original's Conv2D + moments graph: the form offline converters (ATC, ONNX runtimes) expect
-        cspdarknet53.set_conv_impl("conv2d")
-        cspdarknet53.set_bn_impl("moments")
-        logits = cspdarknet53.classifier(x)
+        logits = cspdarknet53.classifier(x, conv_impl="conv2d", bn_impl="moments")
         assert logits.op.name == OUTPUT_NODE, logits.op.name
         sess = tf1.Session(graph=graph, config=utils.session_config("cpu"))
         tf1.train.Saver().restore(sess, prefix)
@@ -109,8 +105,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (DatasetError, CheckpointError, RuntimeError, ValueError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        sys.exit(1)
+    cli.run(main, errors=(RuntimeError, ValueError))

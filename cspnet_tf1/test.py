@@ -7,8 +7,6 @@ into batches. This script cuts it exactly as training-time validation does (same
     python test.py --CKPT_PATH=./checkpoint/cspdarknet53.ckpt --CIFAR_PATH=<cifar-10-batches-py or a parent>
 """
 import argparse
-import os
-import sys
 
 import numpy as np
 
@@ -20,8 +18,7 @@ import tensorflow as tf  # noqa: E402
 
 import ckpt
 import utils
-from common.checkpoint import CheckpointError
-from common.cifar import DatasetError
+from common import cli
 from models import cspdarknet53
 
 tf1 = tf.compat.v1
@@ -32,17 +29,15 @@ def parse_args(argv=None):
     p.add_argument("--CKPT_PATH", default="./checkpoint/cspdarknet53.ckpt",
                    help="Saver prefix, a step folder, or the training output folder")
     p.add_argument("--CIFAR_PATH", default="./dataset", help="cifar-10-batches-py folder or a parent of it")
-    p.add_argument("--DISPLAY_STEP", default=10, type=int, help="print the running accuracy every N batches")
-    p.add_argument("--batch_size", default=64, type=int, help="must equal the training --batch_size to reproduce it")
+    p.add_argument("--DISPLAY_STEP", default=10, type=cli.positive_int, help="print the running accuracy every N batches")
+    p.add_argument("--batch_size", default=64, type=cli.positive_int,
+                   help="must equal the training --batch_size to reproduce it")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "npu"])
     p.add_argument("--conv_impl", default="auto", choices=cspdarknet53.CONV_IMPLS,
                    help="how convolutions run (same results; see train.py --conv_impl)")
     p.add_argument("--bn_impl", default="auto", choices=cspdarknet53.BN_IMPLS,
                    help="how the normalisation runs (same results; see train.py --bn_impl)")
-    args = p.parse_args(argv)
-    if args.batch_size < 1 or args.DISPLAY_STEP < 1:
-        p.error("--batch_size and --DISPLAY_STEP must be positive integers")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None):
@@ -53,11 +48,11 @@ def main(argv=None):
     batches = utils.eval_batches(len(x_te), args.batch_size)
 
     tf1.disable_eager_execution()
-    cspdarknet53.set_conv_impl(args.conv_impl, device)
-    cspdarknet53.set_bn_impl(args.bn_impl, device)
+    conv_impl = cspdarknet53.select_conv_impl(args.conv_impl, device)
+    bn_impl = cspdarknet53.select_bn_impl(args.bn_impl, device, conv_impl)
     x = tf1.placeholder(tf.float32, [None, 32, 32, 3])
     y = tf1.placeholder(tf.float32, [None, utils.NUM_CLASSES])
-    pred = cspdarknet53.classifier(x)
+    pred = cspdarknet53.classifier(x, conv_impl=conv_impl, bn_impl=bn_impl)
     labels = tf.argmax(y, 1)
     top1 = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(pred, 1), labels), tf.float32))
     top5 = tf.reduce_mean(tf.cast(tf1.nn.in_top_k(pred, labels, 5), tf.float32))
@@ -80,8 +75,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (DatasetError, CheckpointError, RuntimeError, ValueError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        sys.exit(1)
+    cli.run(main, errors=(RuntimeError, ValueError))

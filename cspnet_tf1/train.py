@@ -6,14 +6,16 @@ The original reports top-1 0.6605 (GPU) / 0.6645 (Ascend 910) on CIFAR-10 after 
 
     python train.py --data_path=<cifar-10-batches-py or a parent> --output_path=./checkpoint --epochs=50
 
-Several devices: ``launch.py`` (through test/train_*_8p.sh) starts one process per device; see dist.py.
+Several devices: test/train_*_8p.sh start one process per device through the launcher; see dist.py.
 """
 import argparse
+import dataclasses
 import functools
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -24,9 +26,8 @@ choose_tf_onednn_opts()
 import tensorflow as tf  # noqa: E402
 
 import utils
-from common import cputune
-from common.checkpoint import CheckpointError
-from common.cifar import DatasetError
+from common import cli, cputune, events, throughput
+from common.digest import weights_digest
 from common.progress import Progress
 from common.runrecord import case_name, finish_run
 from common.summary import EpochSummary, plot_curves
@@ -39,21 +40,27 @@ tf1 = tf.compat.v1
 NETWORK = "CSPNet_ID0840_for_TensorFlow"
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+# -- flags ----------------------------------------------------------------------------------------------------
+def _original_flags(p):
     p.add_argument("--MOMENTUM", default=0.9, type=float)  # the original declared type=int
     p.add_argument("--LAMBDA", default=5e-4, type=float, help="weight of sum(tf.nn.l2_loss) over conv kernels + FC weight")
     p.add_argument("--LEARNING_RATE", default=1e-3, type=float, help="constant learning rate")
-    p.add_argument("--epochs", default=5, type=int)
-    p.add_argument("--batch_size", default=64, type=int, help="per device")
+    p.add_argument("--epochs", default=5, type=cli.positive_int)
+    p.add_argument("--batch_size", default=64, type=cli.positive_int, help="per device")
     p.add_argument("--SUMMARY", default=None, help="TensorBoard event folder (default <output_path>/logs; needs --tensorboard)")
-    p.add_argument("--output_path", default="./checkpoint", help="checkpoints, summary.csv, curves.png, run records")
+    p.add_argument("--output_path", default="./checkpoint",
+                   help="checkpoints, summary.csv, curves.png, run records, events.jsonl")
     p.add_argument("--data_path", default="./dataset", help="cifar-10-batches-py folder or a parent of it")
-    p.add_argument("--DISPLAY_STEP", default=1000, type=int, help="print loss/accuracy every N global steps")
-    p.add_argument("--VAL_EPOCH", default=5, type=int, help="validate every N epochs (and after the last)")
+    p.add_argument("--DISPLAY_STEP", default=1000, type=cli.positive_int,
+                   help="print loss/accuracy every N global steps")
+    p.add_argument("--VAL_EPOCH", default=5, type=cli.positive_int, help="validate every N epochs (and after the last)")
     p.add_argument("--resume", default="", help="checkpoint to resume from: 'auto' (latest valid in output_path), "
                    "an epoch folder, or a Saver prefix such as checkpoint/cspdarknet53.ckpt")
-    p.add_argument("--train_steps", default=0, type=int, help="stop after this many global steps (0: no limit)")
+
+
+def _recipe_flags(p):
+    p.add_argument("--train_steps", default=None, type=cli.non_negative_int,
+                   help=cli.TRAIN_STEPS_HELP + "; 0: no limit")
     p.add_argument("--seed", default=None, type=int, help="graph and data-order seed (default: random, recorded)")
     p.add_argument("--augment", action="store_true", help="opt-in random crop (pad 4) + horizontal flip")
     p.add_argument("--reshuffle", action="store_true", help="opt-in reshuffle every epoch (original: once)")
@@ -62,7 +69,7 @@ def parse_args(argv=None):
                    help="auto: on for gpu/npu (as the original on Ascend), off on cpu; on for cpu: bfloat16 "
                         "(oneDNN's bf16 graph rewrite; fast only on CPUs with AVX512_BF16 or AMX)")
     p.add_argument("--tensorboard", action="store_true", help="write loss/accuracy event files every step")
-    p.add_argument("--eval_batch_size", default=None, type=int,
+    p.add_argument("--eval_batch_size", default=None, type=cli.positive_int,
                    help="images per validation batch (default --batch_size, as the original); the normalisation "
                         "uses each batch's statistics, so larger batches score higher")
     p.add_argument("--conv_impl", default="auto", choices=cspdarknet53.CONV_IMPLS,
@@ -75,16 +82,19 @@ def parse_args(argv=None):
                         "compiler); fused = one FusedBatchNorm kernel + Mish ops; moments = tf.nn.moments + "
                         "batch_normalization + Mish ops as the original; auto = moments on npu, fused on gpu, "
                         "kernel on cpu (fused if it cannot be built)")
-    p.add_argument("--perf", action="store_true", help="name the run record ..._perf instead of ..._acc")
+    p.add_argument("--perf", action="store_true", help="a performance run: name the run record ..._perf, not ..._acc")
     p.add_argument("--collective_timeout", default=600, type=float,
                    help="several ranks: seconds a step may wait for the other ranks before the run fails (0: no limit)")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _original_flags(p)
+    _recipe_flags(p)
     args = p.parse_args(argv)
     args.eval_batch_size = args.eval_batch_size or args.batch_size
-    for name in ("epochs", "batch_size", "eval_batch_size", "DISPLAY_STEP", "VAL_EPOCH"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be a positive integer")
-    if args.train_steps < 0 or args.collective_timeout < 0:
-        p.error("--train_steps and --collective_timeout must be >= 0")
+    if args.collective_timeout < 0:
+        p.error("--collective_timeout must be >= 0")
     if args.resume in ("False", "false", "0"):
         args.resume = ""
     elif args.resume in ("True", "true", "1"):  # the original's --resume was a bool
@@ -92,8 +102,113 @@ def parse_args(argv=None):
     return args
 
 
-def build_graph(lmbda, momentum, mixed_precision, seed, cluster=None):
-    """Placeholders, logits, loss, accuracy and the Momentum train op (names as in the original graph).
+# -- the run's context: device, formulations, ranks, seed ---------------------------------------------------------
+@dataclasses.dataclass
+class Context:
+    device: str
+    amp: bool
+    conv_impl: str
+    bn_impl: str
+    cluster: dist.Cluster
+    out: Path
+    found: Optional[dict]  # the checkpoint rank 0 resumes from (ckpt.find_resume), None for a fresh start
+    seed: int
+
+
+def setup(args):
+    device = utils.select_device(args.device)
+    amp = args.mixed_precision == "on" or (args.mixed_precision == "auto" and device != "cpu")
+    conv_impl = cspdarknet53.select_conv_impl(args.conv_impl, device)
+    bn_impl = cspdarknet53.select_bn_impl(args.bn_impl, device, conv_impl)
+    cluster = dist.cluster_from_env(device)
+    dist.watch_launcher()
+    out = Path(args.output_path).resolve()
+    # rank 0 alone reads and writes checkpoints; the other ranks receive its state through the all-reduce
+    found = ckpt.find_resume(args.resume, out) if args.resume and cluster.is_chief else None
+    seed = args.seed
+    if seed is None:  # the checkpoint's, else a fresh one (recorded)
+        seed = found.get("seed") if found else None
+        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
+    if found and found.get("seed") not in (None, seed):
+        print(f"resume: checkpoint was trained with --seed {found['seed']}, continuing with {seed}")
+    if cluster.is_chief:
+        cputune.announce()  # the CPU and what was probed on it (oneDNN on/off, conv_impl, bn_impl)
+    return Context(device, amp, conv_impl, bn_impl, cluster, out, found, seed)
+
+
+# -- model, data, loss, optimiser -----------------------------------------------------------------------------
+def create_model(args, ctx):
+    """The network as a function of the input batch (a TF1 graph is built when it is called)."""
+    return functools.partial(cspdarknet53.classifier, num_classes=utils.NUM_CLASSES, conv_impl=ctx.conv_impl,
+                             bn_impl=ctx.bn_impl)
+
+
+@dataclasses.dataclass
+class Data:
+    x_tr: np.ndarray
+    y_tr: np.ndarray
+    x_te: np.ndarray
+    y_te: np.ndarray
+    train_batches: list  # index arrays of the per-device batches, in the run's (seeded) order
+    test_batches: list
+    steps_per_epoch: int
+
+    def shuffle(self, seed):
+        """The original's order: one shuffle for the whole run."""
+        batch_size = len(self.train_batches[0])
+        self.train_batches = utils.random_batch(len(self.x_tr), batch_size, np.random.RandomState(seed))
+
+    def epoch_batches(self, seed, epoch, reshuffle):
+        batches = self.train_batches
+        if reshuffle:
+            batches = utils.random_batch(len(self.x_tr), len(batches[0]), np.random.RandomState([seed, epoch]))
+        return batches[:self.steps_per_epoch]
+
+
+def create_data(args, ctx):
+    """This rank's shard of the training set in per-device batches, and the fixed test batches."""
+    x_tr, y_tr, x_te, y_te = utils.load_cifar(args.data_path)
+    x_tr, y_tr = dist.shard(x_tr, y_tr, ctx.cluster)
+    batches = utils.random_batch(len(x_tr), args.batch_size, np.random.RandomState(ctx.seed))
+    data = Data(x_tr, y_tr, x_te, y_te, batches, utils.eval_batches(len(x_te), args.eval_batch_size),
+                cli.steps_per_epoch(len(batches), args.train_steps))
+    print(f"device {ctx.device}, mixed precision {('bf16' if ctx.device == 'cpu' else 'on') if ctx.amp else 'off'}, "
+          f"convolutions {ctx.conv_impl}, normalisation {ctx.bn_impl}, seed {ctx.seed}; {len(x_tr)} train / "
+          f"{len(x_te)} test images, {data.steps_per_epoch} batches of {args.batch_size} per epoch")
+    if ctx.cluster.distributed:
+        print(f"rank {ctx.cluster.rank}/{ctx.cluster.world}: {len(x_tr)} training images, shard sha256 "
+              f"{weights_digest([x_tr, y_tr])}; global batch {args.batch_size * ctx.cluster.world}", flush=True)
+    return data
+
+
+def create_loss(args):
+    """The original's loss: softmax cross-entropy + LAMBDA * sum of tf.nn.l2_loss over the "weights" collection
+    (the conv kernels and the FC weight); returns (loss, l2 term)."""
+    def loss_fn(logits, labels):
+        with tf.name_scope("cross_entropy"):
+            cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        with tf.name_scope("l2_loss"):
+            l2_loss = args.LAMBDA * tf.add_n([tf.nn.l2_loss(w) for w in tf1.get_collection("weights")])
+        with tf.name_scope("loss"):
+            return cross_entropy + l2_loss, l2_loss
+    return loss_fn
+
+
+def create_optimizer(args, ctx):
+    """Momentum at the learning rate fed each step, as a function of that rate's tensor (an optimizer is made
+    inside the replica step). fp16 with loss scaling on accelerators (on CPU, bf16 is a session rewrite:
+    utils.session_config); with HCCL, the all-reduce wrapper."""
+    def make(lr):
+        opt = tf1.train.MomentumOptimizer(learning_rate=lr, momentum=args.MOMENTUM)
+        if ctx.amp and ctx.device != "cpu":
+            # the GPU counterpart of Ascend's allow_mix_precision
+            opt = tf1.train.experimental.enable_mixed_precision_graph_rewrite(opt)
+        return dist.wrap_optimizer(opt, ctx.cluster)
+    return make
+
+
+def build_graph(model, loss_fn, optimizer, seed=None, cluster=None):
+    """Placeholders, logits, loss, accuracy and the train op (names as in the original graph).
 
     With several ranks the network and its train op are built as the replica step of the cluster's
     strategy (one replica per process), so variables are mirrored and gradients all-reduced.
@@ -104,7 +219,7 @@ def build_graph(lmbda, momentum, mixed_precision, seed, cluster=None):
     x = tf1.placeholder(tf.float32, [None, 32, 32, 3])
     y = tf1.placeholder(tf.float32, [None, utils.NUM_CLASSES])
     lr = tf1.placeholder(tf.float32)
-    tower = functools.partial(_tower, x, y, lr, lmbda, momentum, mixed_precision, cluster)
+    tower = functools.partial(_tower, x, y, lr, model, loss_fn, optimizer, cluster)
     if cluster.strategy:
         with cluster.strategy.scope():
             g = cluster.strategy.extended.call_for_each_replica(tower)
@@ -115,25 +230,16 @@ def build_graph(lmbda, momentum, mixed_precision, seed, cluster=None):
     return dict(g, x=x, y=y, lr=lr, summaries=summaries)
 
 
-def _tower(x, y, lr, lmbda, momentum, mixed_precision, cluster):
-    pred = cspdarknet53.classifier(x)
-    with tf.name_scope("cross_entropy"):
-        cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=pred))
-    with tf.name_scope("l2_loss"):
-        l2_loss = lmbda * tf.add_n([tf.nn.l2_loss(w) for w in tf1.get_collection("weights")])
-    with tf.name_scope("loss"):
-        loss = cross_entropy + l2_loss
+def _tower(x, y, lr, model, loss_fn, optimizer, cluster):
+    pred = model(x)
+    loss, l2_loss = loss_fn(pred, y)
     with tf.name_scope("accuracy"):
         labels = tf.argmax(y, 1)
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(pred, 1), labels), tf.float32))
         top5 = tf.reduce_mean(tf.cast(tf1.nn.in_top_k(pred, labels, 5), tf.float32))
     global_step = tf1.Variable(0, trainable=False)
     with tf.name_scope("optimizer"):
-        opt = tf1.train.MomentumOptimizer(learning_rate=lr, momentum=momentum)
-        if mixed_precision:
-            # fp16 compute with dynamic loss scaling: the GPU counterpart of Ascend's allow_mix_precision
-            opt = tf1.train.experimental.enable_mixed_precision_graph_rewrite(opt)
-        opt = dist.wrap_optimizer(opt, cluster)
+        opt = optimizer(lr)
         scale = dist.gradient_scale(cluster)
         # minimize() in its two halves, so that the gradients of this replica's batch can be fetched
         grads = opt.compute_gradients(loss * scale if scale != 1.0 else loss)
@@ -142,199 +248,199 @@ def _tower(x, y, lr, lmbda, momentum, mixed_precision, cluster):
                 train_op=train_op, grads=grads)
 
 
-def validate(sess, g, x_te, y_te, batches):
+def create_session(args, ctx, model, loss_fn, optimizer):
+    """The training graph of this rank and a session on its server: the graph dict plus ``sess``, ``saver``,
+    ``init``, the cross-rank agreement ops and ``wait`` (run options bounded by --collective_timeout)."""
+    tf1.disable_eager_execution()
+    if args.seed is not None:
+        tf.config.experimental.enable_op_determinism()
+    # the strategy and this worker's server must exist before any variable
+    target, config = dist.start(ctx.cluster, utils.session_config(ctx.device, ctx.amp))
+    g = build_graph(model, loss_fn, optimizer, ctx.seed, ctx.cluster)
+    g["init"] = tf1.global_variables_initializer()
+    g["head_in"], g["head"] = dist.build_agree(ctx.cluster)
+    g["broadcast"] = dist.build_broadcast(ctx.cluster) if ctx.cluster.hccl else None
+    g["params"] = sum(int(np.prod(v.shape)) for v in tf1.trainable_variables())
+    g["saver"] = tf1.train.Saver(max_to_keep=None)
+    # runs that wait on other ranks fail after --collective_timeout instead of hanging
+    g["wait"] = dist.run_options(ctx.cluster, args.collective_timeout)
+    g["sess"] = tf1.Session(target=target, config=config)
+    return g
+
+
+# -- resume -----------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class State:
+    """Where the run stands: the global step alone gives the epoch and the batches done within it."""
+    global_step: int
+    epoch: int  # epochs done
+    skip: int  # batches of epoch ``epoch`` already done
+    seed: int
+    val_accuracy: Optional[float] = None
+    loss: Optional[float] = None
+
+
+def resume(args, ctx, g, data):
+    """Initialise, restore rank 0's checkpoint, give every rank rank 0's state; emits the ``resume`` event."""
+    sess, wait, found = g["sess"], g["wait"], ctx.found
+    # every rank runs the initialiser: under the strategy it broadcasts rank 0's initial values
+    sess.run(g["init"], options=wait)
+    if found:
+        g["saver"].restore(sess, found["prefix"])
+    seed = ctx.seed
+    if g["head"] is not None:  # rank 0's seed, and whether it restored, to every rank
+        seed, restored = (int(v) for v in sess.run(g["head"], {g["head_in"]: [seed, int(bool(found))]}, options=wait))
+        if seed != ctx.seed:
+            data.shuffle(seed)
+        if restored:  # built only now, by every rank alike, so a fresh run carries no extra ops
+            sess.run(dist.build_broadcast(ctx.cluster), options=wait)
+    elif g["broadcast"]:
+        sess.run(g["broadcast"])
+    step = int(sess.run(g["global_step"]))
+    epoch, skip = divmod(step, data.steps_per_epoch)
+    if found:
+        print(f"resume: restored {found['prefix']} (epoch {epoch}, global step {step})")
+    elif step:
+        print(f"resume: rank 0 restored its checkpoint (epoch {epoch}, global step {step})")
+    # a rank other than 0 restored nothing itself: it names no checkpoint, only whose state it took
+    events.emit(ctx.out, "resume", checkpoint=found["prefix"] if found else None, epoch=epoch, global_step=step,
+                **({"from_rank": 0} if step and not found else {}))
+    return State(step, epoch, skip, seed, val_accuracy=found.get("val_accuracy") if found else None)
+
+
+# -- the epoch loop ------------------------------------------------------------------------------------------------
+def train(args, ctx, g, data, state):
+    """Epochs from ``state`` to --epochs: train_one_epoch, then (rank 0) validate and save_checkpoint."""
+    chief, world, out = ctx.cluster.is_chief, ctx.cluster.world, ctx.out
+    run_steps = max(0, args.epochs * data.steps_per_epoch - state.global_step)
+    # ranks step in lockstep, so the job's images/sec is one rank's times the number of ranks
+    warmup = throughput.warmup_steps(data.steps_per_epoch, max(1, args.epochs - state.epoch))
+    meter = ThroughputMeter(args.batch_size, warmup_steps=warmup, world_size=world)
+    progress = Progress(run_steps, args.batch_size * world, enabled=chief and sys.stdout.isatty())
+    writer = None
+    if args.tensorboard and chief:
+        writer = tf1.summary.FileWriter(os.path.join(args.SUMMARY or out / "logs", "train"), g["sess"].graph)
+    summary = EpochSummary(out / "summary.csv", resume=bool(ctx.found)) if chief else None
+    events.emit(out, "initial_weights", digest=weights_digest(g["sess"].run(tf1.trainable_variables())))
+    start_time = time.time()
+    for e in range(state.epoch, args.epochs):
+        epoch_t0 = time.time()
+        losses = train_one_epoch(args, ctx, g, data, state, e, meter, progress, writer, start_time)
+        if not chief:  # the other ranks go on to the next step and wait for rank 0 in its all-reduce
+            continue
+        val = val5 = None
+        if (e + 1) % args.VAL_EPOCH == 0 or e + 1 == args.epochs:
+            print(f"Epoch {e}, validating ....")
+            val, val5 = validate(g, data)
+            state.val_accuracy = val
+            print(f"Elapsed time: {utils.format_time(time.time() - start_time)}")
+            print(f"Validation accuracy: {val:.4f}")
+        epoch_sec = time.time() - epoch_t0
+        summary.add(e, train_loss=float(np.mean(losses)) if losses else None, eval_top1=val, eval_top5=val5,
+                    lr=args.LEARNING_RATE, images_per_sec=len(losses) * args.batch_size * world / max(epoch_sec, 1e-9),
+                    time_sec=epoch_sec)
+        save_checkpoint(args, ctx, g, state, e, announce=val is not None)
+    final = weights_digest(g["sess"].run(tf1.trainable_variables())) if ctx.cluster.distributed else None
+    if writer:
+        writer.close()
+    return dict(meter=meter, state=state, elapsed=time.time() - start_time, final_digest=final, params=g["params"])
+
+
+def train_one_epoch(args, ctx, g, data, state, e, meter, progress, writer, start_time):
+    """One epoch (the rest of it, resumed mid-way) of at most --train_steps steps; returns its losses."""
+    # loss/accuracy are those of the batch before the update (the original re-ran the batch after it)
+    fetches = [g["train_op"], g["loss"], g["accuracy"]] + ([g["summaries"]] if writer else [])
+    skip = state.skip if e == state.epoch else 0
+    losses = []
+    for i, idx in enumerate(data.epoch_batches(state.seed, e, args.reshuffle)):
+        if i < skip:
+            continue
+        # one generator per batch, so a resumed run draws the same crops and flips
+        images = utils.augment(data.x_tr[idx], np.random.RandomState([state.seed, e, i])) if args.augment \
+            else data.x_tr[idx]
+        feed = {g["x"]: images.astype(np.float32), g["y"]: data.y_tr[idx], g["lr"]: args.LEARNING_RATE}
+        meter.start()
+        res = g["sess"].run(fetches, feed, options=g["wait"])
+        meter.stop()
+        # counted here: a global_step fetched beside the train op may be read before or after its increment
+        state.global_step += 1
+        step, (_, loss_v, acc_v) = state.global_step, res[:3]
+        if writer:
+            writer.add_summary(res[3], step)
+        if not np.isfinite(loss_v):
+            raise FloatingPointError(f"loss became {loss_v} at global step {step}")
+        state.loss = float(loss_v)
+        losses.append(state.loss)
+        progress.update(e, step, state.loss, args.LEARNING_RATE)
+        if step % args.DISPLAY_STEP == 0:
+            print("Epoch: {:03d} Step/Batch: {:09d} --- Loss: {:.7f} Training accuracy: {:.4f}".format(
+                e, step, loss_v, acc_v))
+            print(f"Elapsed time: {utils.format_time(time.time() - start_time)}")
+            events.emit(ctx.out, "step", epoch=e + 1, step=i + 1, global_step=step, loss=state.loss)
+    progress.end_epoch()
+    return losses
+
+
+def validate(g, data):
     """Mean of per-batch top-1 (and top-5) over the fixed test batches, as the original averaged it."""
     top1, top5 = [], []
-    for idx in batches:
-        a, a5 = sess.run([g["accuracy"], g["top5"]], {g["x"]: x_te[idx].astype(np.float32), g["y"]: y_te[idx]})
+    for idx in data.test_batches:
+        a, a5 = g["sess"].run([g["accuracy"], g["top5"]],
+                              {g["x"]: data.x_te[idx].astype(np.float32), g["y"]: data.y_te[idx]})
         top1.append(a)
         top5.append(a5)
     return float(np.mean(top1)), float(np.mean(top5))
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    out = Path(args.output_path).resolve()
+def save_checkpoint(args, ctx, g, state, e, announce):
+    """An atomic Saver checkpoint of epoch ``e`` (ckpt.py), then the ``checkpoint`` event."""
+    saved = ckpt.save(g["sess"], g["saver"], ctx.out, epoch=e, global_step=state.global_step, seed=state.seed,
+                      batch_size=args.batch_size, val_accuracy=state.val_accuracy, rank_size=ctx.cluster.world,
+                      eval_batch_size=args.eval_batch_size)
+    events.emit(ctx.out, "checkpoint", path=str(saved), epoch=e + 1, global_step=state.global_step)
+    if announce:
+        print(f"checkpoint saved in file: {ctx.out / ckpt.CKPT_NAME}")
 
-    # -- device, precision, ranks, seed -------------------------------------------------------------------
-    device = utils.select_device(args.device)
-    amp = args.mixed_precision == "on" or (args.mixed_precision == "auto" and device != "cpu")
-    conv_impl = cspdarknet53.set_conv_impl(args.conv_impl, device)
-    bn_impl = cspdarknet53.set_bn_impl(args.bn_impl, device)
-    cluster = dist.cluster_from_env(device)
-    rank, world, chief = cluster.rank, cluster.world, cluster.is_chief
-    dist.watch_launcher()
-    # rank 0 alone reads and writes checkpoints; the other ranks receive its state through the all-reduce
-    state = ckpt.find_resume(args.resume, out) if args.resume and chief else None
-    seed = args.seed
-    if seed is None:
-        seed = state["seed"] if state and state.get("seed") is not None else int(np.random.SeedSequence().entropy % 2**31)
-    if state and state.get("seed") not in (None, seed):
-        print(f"resume: checkpoint was trained with --seed {state['seed']}, continuing with {seed}")
 
-    # -- data: each rank its own shard, the per-device batch ----------------------------------------------
-    x_tr, y_tr, x_te, y_te = utils.load_cifar(args.data_path)
-    x_tr, y_tr = dist.shard(x_tr, y_tr, cluster)
-    train_batches = utils.random_batch(len(x_tr), args.batch_size, np.random.RandomState(seed))
-    test_batches = utils.eval_batches(len(x_te), args.eval_batch_size)
-    steps_per_epoch = len(train_batches)
-    print(f"device {device}, mixed precision {('bf16' if device == 'cpu' else 'on') if amp else 'off'}, "
-          f"convolutions {conv_impl}, "
-          f"normalisation {bn_impl}, seed {seed}; {len(x_tr)} train / {len(x_te)} test images, "
-          f"{steps_per_epoch} batches of {args.batch_size} per epoch")
-    if chief:
-        cputune.announce()  # the CPU and what was probed on it (oneDNN on/off, conv_impl, bn_impl)
+# -- results --------------------------------------------------------------------------------------------------------
+def summarize(args, ctx, result):
+    """The original's closing lines, then (rank 0) the banner and the run records."""
+    meter, state, cluster = result["meter"], result["state"], ctx.cluster
+    print(f"Elapsed time: {utils.format_time(result['elapsed'])}")
+    print(f"StepTime = {meter.sec_per_step}")
+    print(f"FPS = {meter.images_per_sec}")
     if cluster.distributed:
-        print(f"rank {rank}/{world}: {len(x_tr)} training images, shard sha256 {dist.digest([x_tr, y_tr])}; "
-              f"global batch {args.batch_size * world}", flush=True)
-
-    # -- graph --------------------------------------------------------------------------------------------
-    tf1.disable_eager_execution()
-    if args.seed is not None:
-        tf.config.experimental.enable_op_determinism()
-    target, config = dist.start(cluster, utils.session_config(device, amp))
-    # fp16 + loss scaling in the graph on accelerators; on CPU bf16 is a session rewrite (utils.session_config)
-    g = build_graph(args.LAMBDA, args.MOMENTUM, amp and device != "cpu", seed, cluster)
-    init = tf1.global_variables_initializer()
-    head_in, head = dist.build_agree(cluster)
-    broadcast = dist.build_broadcast(cluster) if cluster.hccl else None
-    params = sum(int(np.prod(v.shape)) for v in tf1.trainable_variables())
-    saver = tf1.train.Saver(max_to_keep=None)
-    # runs that wait on other ranks fail after --collective_timeout instead of hanging
-    wait = dist.run_options(cluster, args.collective_timeout)
-    writer = None
-
-    with tf1.Session(target=target, config=config) as sess:
-        # -- initialise, resume, agree ----------------------------------------------------------------------
-        last_val = None
-        # every rank runs the initialiser: under the strategy it broadcasts rank 0's initial values
-        sess.run(init, options=wait)
-        if state:
-            saver.restore(sess, state["prefix"])
-            last_val = state.get("val_accuracy")
-        if head is not None:  # rank 0's seed, and whether it restored, to every rank
-            seed0, restored = (int(v) for v in sess.run(head, {head_in: [seed, int(bool(state))]}, options=wait))
-            if seed0 != seed:
-                seed = seed0
-                train_batches = utils.random_batch(len(x_tr), args.batch_size, np.random.RandomState(seed))
-            if restored:  # built only now, by every rank alike, so a fresh run carries no extra ops
-                sess.run(dist.build_broadcast(cluster), options=wait)
-        elif broadcast:
-            sess.run(broadcast)
-        # the position in the run follows from the global step alone: epoch, and batches done within it
-        step = int(sess.run(g["global_step"]))
-        start_epoch, skip = divmod(step, steps_per_epoch)
-        if state:
-            print(f"resume: restored {state['prefix']} (epoch {start_epoch}, global step {step})")
-        elif step:
-            print(f"resume: rank 0 restored its checkpoint (epoch {start_epoch}, global step {step})")
-        if args.tensorboard and chief:
-            writer = tf1.summary.FileWriter(os.path.join(args.SUMMARY or out / "logs", "train"), sess.graph)
-        summary = EpochSummary(out / "summary.csv", resume=bool(state)) if chief else None
-
-        # -- epoch loop -----------------------------------------------------------------------------------
-        # FPS/StepTime as the original: the first epoch (graph set-up, allocator warm-up) is excluded;
-        # ranks step in lockstep, so the job's images/sec is one rank's times the number of ranks
-        run_steps = max(0, args.epochs * steps_per_epoch - step)
-        meter = ThroughputMeter(args.batch_size, warmup_steps=steps_per_epoch if run_steps > steps_per_epoch else 1,
-                                world_size=world)
-        progress = Progress(run_steps, args.batch_size * world, enabled=chief and sys.stdout.isatty())
-        start_time, loss_v = time.time(), None
-        # loss/accuracy are those of the batch before the update (the original re-ran the batch after it)
-        fetches = [g["train_op"], g["loss"], g["accuracy"]]
-        if writer:
-            fetches.append(g["summaries"])
-        stop = False
-        for e in range(start_epoch, args.epochs):
-            if args.reshuffle:
-                train_batches = utils.random_batch(len(x_tr), args.batch_size, np.random.RandomState([seed, e]))
-            epoch_t0, epoch_steps, losses = time.time(), 0, []
-            for i, idx in enumerate(train_batches):
-                if e == start_epoch and i < skip:
-                    continue
-                # one generator per batch, so a resumed run draws the same crops and flips
-                images = utils.augment(x_tr[idx], np.random.RandomState([seed, e, i])) if args.augment else x_tr[idx]
-                feed = {g["x"]: images.astype(np.float32), g["y"]: y_tr[idx], g["lr"]: args.LEARNING_RATE}
-                meter.start()
-                res = sess.run(fetches, feed, options=wait)
-                meter.stop()
-                # counted here: a global_step fetched beside the train op may be read before or after its increment
-                step += 1
-                _, loss_v, acc_v = res[:3]
-                if writer:
-                    writer.add_summary(res[3], step)
-                if not np.isfinite(loss_v):
-                    raise FloatingPointError(f"loss became {loss_v} at global step {step}")
-                losses.append(float(loss_v))
-                epoch_steps += 1
-                progress.update(e, step, float(loss_v), args.LEARNING_RATE)
-                if step % args.DISPLAY_STEP == 0:
-                    print("Epoch: {:03d} Step/Batch: {:09d} --- Loss: {:.7f} Training accuracy: {:.4f}".format(
-                        e, step, loss_v, acc_v))
-                    print(f"Elapsed time: {utils.format_time(time.time() - start_time)}")
-                if args.train_steps and step >= args.train_steps:
-                    stop = True
-                    break
-            progress.end_epoch()
-            if not chief:  # the other ranks go on to the next step and wait for rank 0 in its all-reduce
-                if stop:
-                    break
-                continue
-            val = val5 = None
-            if (e + 1) % args.VAL_EPOCH == 0 or e + 1 == args.epochs or stop:
-                print(f"Epoch {e}, validating ....")
-                val, val5 = validate(sess, g, x_te, y_te, test_batches)
-                last_val = val
-                print(f"Elapsed time: {utils.format_time(time.time() - start_time)}")
-                print(f"Validation accuracy: {val:.4f}")
-            epoch_sec = time.time() - epoch_t0
-            summary.add(e, train_loss=float(np.mean(losses)) if losses else None, eval_top1=val, eval_top5=val5,
-                        lr=args.LEARNING_RATE,
-                        images_per_sec=epoch_steps * args.batch_size * world / max(epoch_sec, 1e-9), time_sec=epoch_sec)
-            saved = ckpt.save(sess, saver, out, epoch=e, global_step=step, seed=seed,
-                              batch_size=args.batch_size, val_accuracy=last_val, rank_size=world,
-                              eval_batch_size=args.eval_batch_size)
-            if val is not None:
-                print(f"checkpoint saved in file: {saved}")
-            if stop:
-                break
-
-        # -- results ------------------------------------------------------------------------------------
-        print(f"Elapsed time: {utils.format_time(time.time() - start_time)}")
-        print(f"StepTime = {meter.sec_per_step}")
-        print(f"FPS = {meter.images_per_sec}")
-        if cluster.distributed:
-            # every rank prints it: equal digests show the all-reduce kept the replicas identical
-            print(f"rank {rank}/{world}: final weights sha256 {dist.digest(sess.run(tf1.trainable_variables()))}",
-                  flush=True)
-        if not chief:
-            return 0
-        print(f"checkpoint saved in file: {out / ckpt.CKPT_NAME}")
-        if writer:
-            writer.close()
-    plot_curves(out / "summary.csv", out / "curves.png", title=f"{NETWORK} on {Path(args.data_path).name}")
-    finish_run(output_dir=out, network=NETWORK, case=case_name(NETWORK, args.batch_size, world, args.perf),
-               framework="tensorflow", framework_version=tf.__version__, device=device, rank_size=world,
-               batch_size=args.batch_size, params=params, epochs=args.epochs, meter=meter,
-               accuracy=last_val if last_val is not None else float("nan"), loss=loss_v, seed=seed,
-               extra={"global_step": step, "mixed_precision": amp, "augment": args.augment,
+        # every rank prints it: equal digests show the all-reduce kept the replicas identical
+        print(f"rank {cluster.rank}/{cluster.world}: final weights sha256 {result['final_digest']}", flush=True)
+    if not cluster.is_chief:
+        return 0
+    print(f"checkpoint saved in file: {ctx.out / ckpt.CKPT_NAME}")
+    plot_curves(ctx.out / "summary.csv", ctx.out / "curves.png", title=f"{NETWORK} on {Path(args.data_path).name}")
+    finish_run(output_dir=ctx.out, network=NETWORK, case=case_name(NETWORK, args.batch_size, cluster.world, args.perf),
+               framework="tensorflow", framework_version=tf.__version__, device=ctx.device, rank_size=cluster.world,
+               batch_size=args.batch_size, params=result["params"], epochs=args.epochs, meter=meter,
+               accuracy=state.val_accuracy if state.val_accuracy is not None else float("nan"), loss=state.loss,
+               seed=state.seed,
+               extra={"global_step": state.global_step, "mixed_precision": ctx.amp, "augment": args.augment,
                       "reshuffle": args.reshuffle, "learning_rate": args.LEARNING_RATE,
-                      "eval_batch_size": args.eval_batch_size,
+                      "eval_batch_size": args.eval_batch_size, "train_steps": args.train_steps,
                       "data_path": str(Path(args.data_path).resolve()),
                       "all_reduce": "hccl" if cluster.hccl else "tf-collective" if cluster.strategy else None})
     return 0
 
 
+def main(argv=None):
+    args = parse_args(argv)
+    ctx = setup(args)
+    model = create_model(args, ctx)
+    data = create_data(args, ctx)
+    loss_fn, optimizer = create_loss(args), create_optimizer(args, ctx)
+    g = create_session(args, ctx, model, loss_fn, optimizer)
+    with g["sess"]:
+        state = resume(args, ctx, g, data)
+        result = train(args, ctx, g, data, state)
+    return summarize(args, ctx, result)
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (DatasetError, CheckpointError, FloatingPointError, RuntimeError, ValueError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except tf.errors.DeadlineExceededError:
-        print("ERROR: the other ranks did not answer within --collective_timeout seconds; did a rank die?",
-              file=sys.stderr)
-        sys.exit(1)
-    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as exc:
-        print(f"ERROR: lost the connection to another rank ({type(exc).__name__}); did a rank die?", file=sys.stderr)
-        sys.exit(1)
+    cli.run(main, errors=(FloatingPointError, RuntimeError, ValueError), translate=dist.explain_error)

@@ -23,10 +23,12 @@ if str(RECIPE_DIR.parent) not in sys.path:
 from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
 
 choose_tf_onednn_opts()  # the same kernels as train.py on this host (TensorFlow reads the setting at import)
+from common import cli  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.cifar import DatasetError  # noqa: E402
 from src.data import load_arrays, one_hot  # noqa: E402
-from train import literal_bool, positive_int  # noqa: E402
+
+ERRORS = (CheckpointError, DatasetError)  # one "ERROR: ..." line and exit 2 (common.cli)
 
 
 def build_parser():
@@ -34,8 +36,8 @@ def build_parser():
     p.add_argument("--data_dir", required=True, help="cifar-10-batches-py folder, or a folder that contains it")
     p.add_argument("--checkpoint", required=True,
                    help="training output folder, model.h5, SavedModel folder or checkpoints/epoch_NNNN")
-    p.add_argument("--batch_size", type=positive_int, default=32)
-    p.add_argument("--eval_static", type=literal_bool, default=False,
+    p.add_argument("--batch_size", type=cli.positive_int, default=32)
+    p.add_argument("--eval_static", type=cli.str2bool, default=False,
                    help="True: drop the last partial batch, as training with --eval_static=True did")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "npu"])
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
@@ -44,18 +46,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        _, _, x_test, y_test, _ = load_arrays(args.data_dir)
-    except DatasetError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
+    _, _, x_test, y_test, _ = load_arrays(args.data_dir)  # numpy only: bad data fails before TensorFlow starts
     from src import checkpointing, device as dev, pipeline
-    try:
-        device = dev.select_device(args.device)
-        model, source = checkpointing.load_model(args.checkpoint)
-    except (CheckpointError, dev.DeviceError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
+    device = dev.select_device(args.device)
+    model, source = checkpointing.load_model(args.checkpoint)
     ds = pipeline.test_dataset(x_test, one_hot(y_test), args.batch_size, drop_remainder=args.eval_static)
     loss, acc = model.evaluate(ds, verbose=0)
     n = len(x_test) - (len(x_test) % args.batch_size if args.eval_static else 0)
@@ -68,4 +62,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, errors=ERRORS)

@@ -4,7 +4,7 @@
 
 The check feeds the same batch (test images when --data_dir is given, else seeded random inputs) to the
 Keras model and to each reloaded export; the largest absolute difference of the softmax outputs must be
-under --atol, or the script exits non-zero.
+under --atol, or the script ends with one ERROR line and exit 2.
 """
 from __future__ import annotations
 
@@ -21,11 +21,15 @@ sys.path.insert(0, str(RECIPE_DIR))
 if str(RECIPE_DIR.parent) not in sys.path:
     sys.path.insert(1, str(RECIPE_DIR.parent))
 
+import numpy as np  # noqa: E402
+
+from common import cli  # noqa: E402
 from common.checkpoint import CheckpointError, atomic_write, atomic_write_dir  # noqa: E402
 from common.cifar import DatasetError  # noqa: E402
 from src.data import load_arrays  # noqa: E402
 
 NAME = "cutmix_resnet20"
+ERRORS = (CheckpointError, DatasetError)  # one "ERROR: ..." line and exit 2 (common.cli)
 # HDF5 is the original's model format: keep it without tf-keras' "legacy format" warning on every run
 warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
 
@@ -43,55 +47,54 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import numpy as np
-    try:
-        if args.data_dir:
-            x = load_arrays(args.data_dir)[2][:32].astype(np.float32) / 255.0
-        else:
-            x = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
-    except DatasetError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
-    import tensorflow as tf
-    import tf_keras as keras
+    x = check_batch(args.data_dir)
     from src import checkpointing
-    try:
-        model, source = checkpointing.load_model(args.checkpoint)
-    except CheckpointError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.output_dir)
+    model, source = checkpointing.load_model(args.checkpoint)
     want = model.predict(x, verbose=0)
-
-    h5 = atomic_write(out / f"{NAME}.h5", lambda tmp: model.save(tmp, save_format="h5", include_optimizer=False))
-    sm = atomic_write_dir(out / "saved_model", lambda tmp: model.save(tmp, save_format="tf", include_optimizer=False))
-
-    import tf2onnx
-    import onnxruntime as ort
-
-    spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input"),)
-
-    def to_onnx(tmp):
-        tf2onnx.convert.from_keras(model, input_signature=spec, opset=args.opset, output_path=tmp)
-    onnx_path = atomic_write(out / f"{NAME}.onnx", to_onnx)
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = {
-        "h5": keras.models.load_model(str(h5), compile=False).predict(x, verbose=0),
-        "saved_model": keras.models.load_model(str(sm), compile=False).predict(x, verbose=0),
-        "onnx": session.run(None, {session.get_inputs()[0].name: x})[0],
-    }
+    paths = write_exports(model, Path(args.output_dir), args.opset)
     worst = 0.0
-    for kind, y in got.items():
+    for kind, y in reload_and_predict(paths, x).items():
         diff = float(np.max(np.abs(y - want)))
         worst = max(worst, diff)
         print(f"export: {kind:12s} max |diff| vs Keras = {diff:.3g}")
-    print(f"export: {source} -> {h5}, {sm}, {onnx_path}")
+    print(f"export: {source} -> {', '.join(str(p) for p in paths.values())}")
     if worst > args.atol:
-        print(f"ERROR: exported model differs from Keras by {worst:.3g} > --atol {args.atol}", file=sys.stderr)
-        return 1
+        raise cli.RecipeError(f"exported model differs from Keras by {worst:.3g} > --atol {args.atol}")
     return 0
 
 
+def check_batch(data_dir):
+    """The inputs of the comparison: 32 test images (numpy only: bad data fails before TensorFlow starts)."""
+    if data_dir:
+        return load_arrays(data_dir)[2][:32].astype(np.float32) / 255.0
+    return np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+
+
+def write_exports(model, out: Path, opset: int) -> dict:
+    """HDF5, SavedModel and ONNX, each written atomically."""
+    import tensorflow as tf
+    import tf2onnx
+
+    h5 = atomic_write(out / f"{NAME}.h5", lambda tmp: model.save(tmp, save_format="h5", include_optimizer=False))
+    sm = atomic_write_dir(out / "saved_model", lambda tmp: model.save(tmp, save_format="tf", include_optimizer=False))
+    spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input"),)
+
+    def to_onnx(tmp):
+        tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=tmp)
+    return {"h5": h5, "saved_model": sm, "onnx": atomic_write(out / f"{NAME}.onnx", to_onnx)}
+
+
+def reload_and_predict(paths: dict, x) -> dict:
+    import onnxruntime as ort
+    import tf_keras as keras
+
+    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    return {
+        "h5": keras.models.load_model(str(paths["h5"]), compile=False).predict(x, verbose=0),
+        "saved_model": keras.models.load_model(str(paths["saved_model"]), compile=False).predict(x, verbose=0),
+        "onnx": session.run(None, {session.get_inputs()[0].name: x})[0],
+    }
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, errors=ERRORS)

@@ -9,13 +9,8 @@ Rebuild of Ascend ModelZoo ``cutmix_ID2502_for_TensorFlow2.X``, itself a port of
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import hashlib
-import importlib.util
-import json
 import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -33,158 +28,52 @@ from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
 
 choose_tf_onednn_opts()
 
-from common import cputune  # noqa: E402
+# runrecord: imported now, E2E duration counts from here when no launching script exported its start
+from common import cli, cputune, events, runrecord, throughput  # noqa: E402
+from common.checkpoint import CheckpointError  # noqa: E402
 from common.cifar import DatasetError  # noqa: E402
-from common.checkpoint import CheckpointError, atomic_write, atomic_write_dir, remove_stale_temps  # noqa: E402
-from common.config import ConfigError, parse_args  # noqa: E402
-from src import checkpointing  # noqa: E402
-from src.data import load_arrays, one_hot, shard  # noqa: E402
+from common.digest import weights_digest  # noqa: E402
+from src import options, runtime  # noqa: E402
+from src.data import NUM_CLASSES, one_hot, shard  # noqa: E402
 
 NETWORK = "cutmix_ID2502_for_TensorFlow2.X"
+# expected failures below main(): one "ERROR: <file>: <problem>" line and exit 2 (common.cli)
+ERRORS = (CheckpointError, DatasetError)
 # HDF5 is the original's model format: keep it without tf-keras' "legacy format" warning on every run
 warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
-DEFAULT_CONFIG = RECIPE_DIR / "configs" / "cutmix_resnet20_cifar10.json"
-
-
-def literal_bool(text):
-    """``True``/``False`` read with ast.literal_eval, as the original parses its switches."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = None
-    if not isinstance(value, bool):
-        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-    return value
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    g = p.add_argument_group("original flags")
-    g.add_argument("--data_dir", default="../cifar-10-batches-py/",
-                   help="cifar-10-batches-py folder, or a folder that contains it")
-    g.add_argument("--batch_size", type=positive_int, default=32, help="per-device batch size")
-    g.add_argument("--epochs", type=positive_int, default=15)
-    g.add_argument("--eval_static", type=literal_bool, default=False,
-                   help="True: static shapes, the last partial train and test batches are dropped")
-    g.add_argument("--log_steps", type=positive_int, default=50, help="steps between TimeHistory lines")
-    g.add_argument("--precision_mode", default=None,
-                   choices=["allow_mix_precision", "allow_fp32_to_fp16", "force_fp32", "must_keep_origin_dtype",
-                            "force_fp16"],
-                   help="default: allow_mix_precision on NPU/GPU (float16), float32 on CPU; an explicit "
-                        "mixed mode on CPU uses bfloat16")
-    n = p.add_argument_group("Ascend NPU debugging (refused on CPU/GPU, where they would do nothing)")
-    n.add_argument("--over_dump", type=literal_bool, default=False, help="dump overflowing operators")
-    n.add_argument("--over_dump_path", default="./overflow_dump")
-    n.add_argument("--data_dump_flag", type=literal_bool, default=False, help="dump operator data")
-    n.add_argument("--data_dump_step", default="10")
-    n.add_argument("--data_dump_path", default="./data_dump")
-    n.add_argument("--profiling", type=literal_bool, default=False)
-    n.add_argument("--profiling_dump_path", default="./profiling")
-    n.add_argument("--use_mixlist", type=literal_bool, default=None,
-                   help="apply --mixlist_file to the NPU's mixed-precision lists (default: on, as the "
-                        "original scripts)")
-    n.add_argument("--mixlist_file", default=str(RECIPE_DIR / "configs" / "ops_info.json"))
-    n.add_argument("--fusion_off_flag", type=literal_bool, default=False)
-    n.add_argument("--fusion_off_file", default="./fusion_switch.cfg")
-    o = p.add_argument_group("added by this rebuild")
-    o.add_argument("--config", default=str(DEFAULT_CONFIG),
-                   help="JSON file of defaults (keys = flag names); the command line wins")
-    o.add_argument("--output_path", default="./output", help="checkpoints, model, logs and records go here")
-    o.add_argument("--no_cutmix", action="store_true", help="baseline: plain shuffled batches, no CutMix")
-    o.add_argument("--save_samples", action="store_true",
-                   help="write cutmix_samples.png: a grid of augmented training images with mixed labels")
-    o.add_argument("--seed", type=int, default=42, help="seeds initial weights, shuffling and CutMix")
-    o.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "npu"])
-    o.add_argument("--resume", default=None,
-                   help="'auto' (newest valid checkpoint in <output_path>/checkpoints) or a checkpoint folder")
-    o.add_argument("--train_steps", type=positive_int, default=None,
-                   help="at most this many steps per epoch (performance runs)")
-    o.add_argument("--perf", action="store_true",
-                   help="name the run record as a performance case (_dynamic_eval_perf / _static_eval_perf)")
-    o.add_argument("--keep_checkpoints", type=positive_int, default=2)
-    o.add_argument("--tensorboard", action="store_true", help="write TensorBoard events to <output_path>/tensorboard")
-    return p
-
-
-def parse(argv=None):
-    parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=str(DEFAULT_CONFIG))
-    known, _ = pre.parse_known_args(argv)
-    try:
-        return parse_args(parser, argv, config=known.config)
-    except ConfigError as exc:
-        parser.error(str(exc))
-
-
-def fail(msg, code=2):
-    print(f"ERROR: {msg}", file=sys.stderr, flush=True)
-    return code
-
-
-def cluster_info():
-    """(rank, world size) from TF_CONFIG, which MultiWorkerMirroredStrategy reads too."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return 0, 1
-    try:
-        cfg = json.loads(raw)
-        workers = cfg["cluster"]["worker"]
-        return int(cfg["task"]["index"]), len(workers)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"TF_CONFIG: malformed ({exc})") from None
 
 
 def main(argv=None) -> int:
-    # -- arguments and data (numpy only: bad input fails before TensorFlow starts) --
-    args = parse(argv)
+    args = parse_args(argv)
+    ctx = setup(args)
+    model = create_model(args, ctx)
+    data = create_data(args, ctx)
+    create_optimizer(args, ctx, model)
+    state = resume(args, ctx, model)
+    result = train(args, ctx, model, data, state)
+    return summarize(args, ctx, result)
+
+
+def parse_args(argv=None):
+    """The original's flags and ours (src/options.py) over the config file's defaults."""
+    return options.parse(argv, description=__doc__.split("\n")[0])
+
+
+# -- setup: inputs first (numpy only: bad input fails before TensorFlow starts and before anything is written)
+def setup(args) -> runtime.Context:
+    """Rank, checked inputs, device and precision, output folder, distribution strategy, seeds."""
     if hasattr(sys.stdout, "reconfigure"):  # log lines reach train_<id>.log (a pipe) as they happen
         sys.stdout.reconfigure(line_buffering=True)
-    try:
-        rank, world = cluster_info()
-        x_train, y_train, x_test, y_test, names = load_arrays(args.data_dir)
-        if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ValueError("--tensorboard: the tensorboard package is not installed (pip install tensorboard)")
-        if args.resume and args.resume != "auto":
-            checkpointing.verify(args.resume)
-    except (DatasetError, ValueError) as exc:
-        return fail(exc)
-    except CheckpointError as exc:
-        return fail(f"cannot resume: {exc}")
-    x_shard, y_shard = shard(x_train, y_train, rank, world)
-    y_shard, y_test = one_hot(y_shard), one_hot(y_test)
-
-    # -- device, precision, distribution, seeds --
+    rank, world = runtime.cluster_info()
+    arrays = runtime.check_inputs(args)
     import tensorflow as tf
     import tf_keras as keras
-    from common.runrecord import case_name, finish_run
-    from common.throughput import ThroughputMeter
-    from src import device as dev, pipeline
-    from src.callbacks import CheckpointSaver, ProgressLogger, SummaryWriter, TimeHistory
-    from src.model import count_params, resnet_v1
+    from src import device as dev
 
-    try:
-        device = dev.select_device(args.device)
-        dev.check_npu_flags(args, device)
-        precision = dev.resolve_precision(device, args.precision_mode)
-    except dev.DeviceError as exc:
-        return fail(exc)
-    out = Path(args.output_path).resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return fail(f"{out}: cannot create output folder ({exc.strerror})")
-    ckpt_root = out / "checkpoints"
+    device = dev.select_device(args.device)
+    dev.check_npu_flags(args, device)
+    precision = dev.resolve_precision(device, args.precision_mode)
+    out = runtime.make_output_dir(args.output_path)
     if device == "npu":
         dev.open_npu(args)
     policy = dev.apply_precision(device, precision)
@@ -192,119 +81,148 @@ def main(argv=None) -> int:
     # the original seeds numpy and TensorFlow; tf-keras' unseeded initialisers draw from Python's `random`,
     # so it is seeded too, or the initial weights would differ from run to run
     keras.utils.set_random_seed(args.seed)
-    is_chief = rank == 0
-    say = print if is_chief else (lambda *a, **k: None)
-    say(f"cutmix_tf2: device={device} precision={policy} workers={world} cutmix={not args.no_cutmix} "
-        f"eval_static={args.eval_static} batch_size={args.batch_size} epochs={args.epochs} seed={args.seed} "
-        f"train={len(x_train)} test={len(x_test)} data={args.data_dir}", flush=True)
-    if is_chief:
+    ctx = runtime.Context(rank=rank, world=world, arrays=arrays, out=out, device=device, policy=policy,
+                          strategy=strategy)
+    x_train, x_test = arrays[0], arrays[2]
+    ctx.say(f"cutmix_tf2: device={device} precision={policy} workers={world} cutmix={not args.no_cutmix} "
+            f"eval_static={args.eval_static} batch_size={args.batch_size} epochs={args.epochs} seed={args.seed} "
+            f"train={len(x_train)} test={len(x_test)} data={args.data_dir}")
+    if ctx.is_chief:
         cputune.announce()  # the CPU and what was probed on it (TensorFlow's oneDNN kernels on or off)
+    return ctx
 
-    # -- model: initial weights saved then reloaded, as the original does --
-    with strategy.scope():
-        model = resnet_v1(input_shape=x_train.shape[1:], num_classes=y_test.shape[1])
-        init_path = out / "initial_weights.h5" if is_chief else out / f".initial_weights.rank{rank}.h5"
+
+# -- model: initial weights saved then reloaded, as the original does
+def create_model(args, ctx):
+    from src.model import resnet_v1
+
+    with ctx.strategy.scope():
+        model = resnet_v1(input_shape=ctx.arrays[0].shape[1:], num_classes=NUM_CLASSES)
+        init_path = ctx.out / "initial_weights.h5" if ctx.is_chief else ctx.out / f".initial_weights.rank{ctx.rank}.h5"
         model.save_weights(str(init_path))
         model.load_weights(str(init_path))
-        if not is_chief:
+        if not ctx.is_chief:
             init_path.unlink()
-        model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    trainable, total = count_params(model)
+    return model
 
-    # -- resume --
-    first_epoch = 0
-    if args.resume:
-        try:
-            if args.resume == "auto":
-                remove_stale_temps(ckpt_root, log=say)  # what saves cut short by a kill left behind
-            ckpt = checkpointing.find_latest(ckpt_root, log=say) if args.resume == "auto" else Path(args.resume)
-            if ckpt is None:
-                say(f"resume: no valid checkpoint in {ckpt_root}; starting from scratch")
-            else:
-                with strategy.scope():
-                    first_epoch = checkpointing.restore(ckpt, model)
-                say(f"resume: restored {ckpt} (epoch {first_epoch} done)")
-        except (CheckpointError, tf.errors.OpError, AssertionError) as exc:
-            return fail(f"{args.resume}: cannot resume ({str(exc).splitlines()[0]})")
-    if first_epoch >= args.epochs:
-        return fail(f"{args.resume}: checkpoint has already done {first_epoch} of --epochs {args.epochs}")
 
-    # -- data pipeline --
-    global_batch = args.batch_size * world
-    steps = pipeline.steps_per_epoch(len(x_train) // world if world > 1 else len(x_train), args.batch_size,
-                                     args.eval_static or world > 1, args.train_steps)
+# -- data: this worker's shard of the training set, the test set
+def create_data(args, ctx) -> runtime.Data:
+    from src import pipeline
+
+    x_train, y_train, x_test, y_test, names = ctx.arrays
+    drop = args.eval_static or ctx.world > 1  # several workers: whole global batches, the same steps everywhere
+    global_batch = args.batch_size * ctx.world
+    steps = cli.steps_per_epoch(pipeline.steps_per_epoch(len(x_train) // ctx.world, args.batch_size, drop),
+                                args.train_steps)
     if steps == 0:
-        return fail(f"{args.data_dir}: {len(x_train)} training images do not fill one batch of {global_batch}")
-    if (args.eval_static or world > 1) and len(x_test) < global_batch:
-        return fail(f"{args.data_dir}: {len(x_test)} test images do not fill one batch of {global_batch}")
-    opts = dict(batch_size=args.batch_size, use_cutmix=not args.no_cutmix,
-                drop_remainder=args.eval_static or world > 1, steps=steps)
-    if world > 1:
-        # each worker feeds its own shard at the per-device batch; the same step count everywhere
-        def per_worker(_ctx):
-            return pipeline.train_dataset(x_shard, y_shard, first_epoch, args.epochs, args.seed + rank, **opts)
-        train_ds = strategy.distribute_datasets_from_function(per_worker)
-    else:
-        train_ds = pipeline.train_dataset(x_shard, y_shard, first_epoch, args.epochs, args.seed, **opts)
-    # several workers: whole global batches only, so that every worker runs the same number of steps
-    test_ds = pipeline.test_dataset(x_test, y_test, global_batch, drop_remainder=args.eval_static or world > 1)
-    if world > 1:
-        print(f"rank {rank}/{world}: {len(x_shard)} training images, shard sha256 "
+        raise cli.RecipeError(f"{args.data_dir}: {len(x_train)} training images do not fill one batch of "
+                              f"{global_batch}")
+    if drop and len(x_test) < global_batch:
+        raise cli.RecipeError(f"{args.data_dir}: {len(x_test)} test images do not fill one batch of {global_batch}")
+    x_shard, y_shard = shard(x_train, y_train, ctx.rank, ctx.world)
+    y_shard = one_hot(y_shard)
+    opts = dict(batch_size=args.batch_size, use_cutmix=not args.no_cutmix, drop_remainder=drop, steps=steps)
+
+    def train_from(first_epoch):
+        if ctx.world == 1:
+            return pipeline.train_dataset(x_shard, y_shard, first_epoch, args.epochs, args.seed, **opts)
+        # each worker feeds its own shard at the per-device batch
+        return ctx.strategy.distribute_datasets_from_function(lambda _: pipeline.train_dataset(
+            x_shard, y_shard, first_epoch, args.epochs, args.seed + ctx.rank, **opts))
+
+    test_ds = pipeline.test_dataset(x_test, one_hot(y_test), global_batch, drop_remainder=drop)
+    if ctx.world > 1:
+        print(f"rank {ctx.rank}/{ctx.world}: {len(x_shard)} training images, shard sha256 "
               f"{hashlib.sha256(x_shard.tobytes()).hexdigest()[:16]}", flush=True)
-    if args.save_samples and is_chief:
+    if args.save_samples and ctx.is_chief:
         from src.samples import save_grid
         sample_x, sample_y = next(iter(pipeline.train_epoch(x_shard, y_shard, 0, args.seed, 16,
                                                             use_cutmix=not args.no_cutmix)))
-        png = save_grid(sample_x.numpy(), sample_y.numpy(), names, out / "cutmix_samples.png")
-        say(f"wrote {png}")
+        ctx.say(f"wrote {save_grid(sample_x.numpy(), sample_y.numpy(), names, ctx.out / 'cutmix_samples.png')}")
+    return runtime.Data(train=train_from, test=test_ds, steps=steps, global_batch=global_batch)
 
-    # -- callbacks: timing, checkpoints, summaries --
-    meter = ThroughputMeter(global_batch, warmup_steps=steps if args.epochs - first_epoch > 1 else 1,
-                            world_size=1)
-    timer = TimeHistory(global_batch, args.log_steps, meter)
-    scratch = ckpt_root if is_chief else out / f".scratch_rank{rank}"
-    callbacks = [timer, CheckpointSaver(scratch, extra={"seed": args.seed, "batch_size": args.batch_size,
-                                                        "cutmix": not args.no_cutmix},
-                                        keep=args.keep_checkpoints)]
-    if is_chief:
-        callbacks += [SummaryWriter(out, timer, resume=first_epoch > 0),
-                      ProgressLogger(steps * (args.epochs - first_epoch), global_batch, args.log_steps,
-                                     replicas=strategy.num_replicas_in_sync)]
-        if args.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
 
-    # -- train: test set evaluated after every epoch, as the original --
-    history = model.fit(train_ds, validation_data=test_ds, epochs=args.epochs, initial_epoch=first_epoch,
-                        steps_per_epoch=steps, callbacks=callbacks, verbose=2 if is_chief else 0)
+# -- loss and optimiser: the original's compile
+def create_optimizer(args, ctx, model):
+    """Categorical cross-entropy, Adam with Keras defaults, accuracy (src.model.compile_model)."""
+    from src.model import compile_model
 
-    if world > 1:
-        digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()[:16]
-        print(f"rank {rank}/{world}: final weights sha256 {digest}", flush=True)
+    with ctx.strategy.scope():
+        compile_model(model)
+    return model.optimizer
 
-    # -- save the trained model (the original never did) and write the record --
-    # under MultiWorkerMirroredStrategy every worker must save, in the same order (saving reads variables
-    # through collectives); only the chief's copy is kept
-    target = out if is_chief else scratch
-    atomic_write(target / "model.h5", lambda tmp: model.save(tmp, save_format="h5", include_optimizer=False))
-    atomic_write_dir(target / "saved_model", lambda tmp: model.save(tmp, save_format="tf", include_optimizer=False))
-    if not is_chief:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+# -- resume: weights, Adam state and epochs done
+def resume(args, ctx, model) -> runtime.State:
+    """From --resume (auto: the newest valid checkpoint, if any); the ``resume`` event, a fresh start too."""
+    import tensorflow as tf
+    from src import checkpointing
+
+    ckpt, first_epoch, global_step = None, 0, 0
+    if args.resume:
+        try:
+            ckpt = runtime.find_checkpoint(args, ctx)
+            if ckpt is not None:
+                with ctx.strategy.scope():
+                    first_epoch = checkpointing.restore(ckpt, model)
+                global_step = int(model.optimizer.iterations.numpy())
+                ctx.say(f"resume: restored {ckpt} (epoch {first_epoch} done)")
+        except (CheckpointError, tf.errors.OpError, AssertionError) as exc:
+            raise cli.RecipeError(f"{args.resume}: cannot resume ({str(exc).splitlines()[0]})") from None
+    if first_epoch >= args.epochs:
+        raise cli.RecipeError(f"{args.resume}: checkpoint has already done {first_epoch} of --epochs {args.epochs}")
+    if ctx.is_chief:
+        events.emit(ctx.out, "resume", checkpoint=None if ckpt is None else str(ckpt), epoch=first_epoch,
+                    global_step=global_step)
+    return runtime.State(epoch=first_epoch, global_step=global_step, checkpoint=ckpt)
+
+
+# -- the epoch loop
+def train(args, ctx, model, data, state) -> runtime.Result:
+    """Every remaining epoch in one Keras fit, as the original calls it: each epoch runs train_one_epoch's steps,
+    then validate (the test set, fit's validation_data), then the epoch-end callbacks: save_checkpoint and the
+    summary row (src/callbacks.py). One call, not one per epoch: a new input pipeline costs 0.2-0.5 s of
+    tracing and start-up at the head of every epoch, and inside one fit the next epoch's first batches are
+    prepared while the test set is evaluated."""
+    from common.throughput import ThroughputMeter
+    from src.callbacks import make_callbacks
+    from src.model import count_params
+
+    # the whole first epoch is warm-up when more than one runs (common.throughput: the one rule)
+    meter = ThroughputMeter(data.global_batch, world_size=1,
+                            warmup_steps=throughput.warmup_steps(data.steps, args.epochs - state.epoch))
+    callbacks = make_callbacks(args, ctx, data, state, meter)
+    # every worker: the weights it starts from (all workers of a job must agree)
+    events.emit(ctx.out, "initial_weights", digest=weights_digest(w.numpy() for w in model.trainable_weights))
+    history = model.fit(data.train(state.epoch), validation_data=data.test, epochs=args.epochs,
+                        initial_epoch=state.epoch, steps_per_epoch=data.steps, callbacks=callbacks,
+                        verbose=2 if ctx.is_chief else 0)
+    runtime.save_model(ctx, model)
+    return runtime.Result(history=history.history, meter=meter, params=count_params(model), steps=data.steps,
+                          first_epoch=state.epoch)
+
+
+# -- summary: banner, ${CaseName}.log and .json (rank 0)
+def summarize(args, ctx, result) -> int:
+    if not ctx.is_chief:
         return 0
+    import tensorflow as tf
+    import tf_keras as keras
+
     suffix = "" if not args.perf else ("_static_eval" if args.eval_static else "_dynamic_eval")
-    case = case_name(NETWORK, args.batch_size, world, args.perf, suffix)
-    h = history.history
-    finish_run(output_dir=out, network=NETWORK, case=case, framework="tensorflow",
-               framework_version=f"{tf.__version__} (tf-keras {keras.__version__})", device=device,
-               rank_size=world, batch_size=args.batch_size, params=trainable, epochs=args.epochs, meter=meter,
-               accuracy=h["val_accuracy"][-1], loss=h["loss"][-1], seed=args.seed,
-               extra={"total_params": total, "precision": policy, "cutmix": not args.no_cutmix,
-                      "eval_static": args.eval_static, "steps_per_epoch": steps, "first_epoch": first_epoch,
-                      "val_loss": h["val_loss"][-1], "config": {k: v for k, v in vars(args).items()}})
+    h, (trainable, total) = result.history, result.params
+    case = runrecord.case_name(NETWORK, args.batch_size, ctx.world, args.perf, suffix)
+    runrecord.finish_run(
+        output_dir=ctx.out, network=NETWORK, case=case, framework="tensorflow",
+        framework_version=f"{tf.__version__} (tf-keras {keras.__version__})", device=ctx.device,
+        rank_size=ctx.world, batch_size=args.batch_size, params=trainable, epochs=args.epochs, meter=result.meter,
+        accuracy=h["val_accuracy"][-1], loss=h["loss"][-1], seed=args.seed,
+        extra={"total_params": total, "precision": ctx.policy, "cutmix": not args.no_cutmix,
+               "eval_static": args.eval_static, "steps_per_epoch": result.steps, "first_epoch": result.first_epoch,
+               "val_loss": h["val_loss"][-1], "config": dict(vars(args))})
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CheckpointError as exc:  # a save failed mid-run (a full disk): one line; the last checkpoint stays
-        sys.exit(fail(exc))
+    cli.run(main, errors=ERRORS)

@@ -14,13 +14,15 @@ from mindspore.train import Model
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ without any setup
+from common import cli  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.imagefolder import ImageFolderError  # noqa: E402
+from common.ms import load_ckpt, load_into  # noqa: E402
 from src.CrossEntropySmooth import CrossEntropySmooth  # noqa: E402
 from src.config import device_id_from_env, get_config  # noqa: E402
 from src.dataset import create_dataset_imagenet, find_split, load_samples  # noqa: E402
 from src.tinydarknet import TinyDarkNet  # noqa: E402
-from src.utils import detect_device, fail, load_into, read_checkpoint, setup_context  # noqa: E402
+from src.utils import detect_device, setup_context  # noqa: E402
 
 KEYS = ["device_target", "device_id", "dataset_name", "data_path", "val_data_dir", "num_classes",
         "image_size", "batch_size", "num_parallel_workers", "check_images", "skip_bad_images", "checkpoint_path"]
@@ -31,18 +33,14 @@ def main(argv=None):
     device = detect_device(cfg.device_target)
     setup_context(device, device_id_from_env(cfg))
 
-    try:
-        val_dir = find_split(cfg.val_data_dir or cfg.data_path, "val")
-        samples, classes = load_samples(val_dir, cfg.check_images, cfg.skip_bad_images,
-                                        cfg.num_parallel_workers or 1)
-        params = read_checkpoint(cfg.checkpoint_path)
-    except (ImageFolderError, CheckpointError) as exc:
-        fail(str(exc))
+    val_dir = find_split(cfg.val_data_dir or cfg.data_path, "val")
+    samples, classes = load_samples(val_dir, cfg.check_images, cfg.skip_bad_images, cfg.num_parallel_workers or 1)
+    params = load_ckpt(cfg.checkpoint_path)
     if len(classes) > cfg.num_classes:
-        fail(f"{val_dir}: {len(classes)} class folders but num_classes is {cfg.num_classes}")
+        raise cli.RecipeError(f"{val_dir}: {len(classes)} class folders but num_classes is {cfg.num_classes}")
 
     net = TinyDarkNet(num_classes=cfg.num_classes)
-    load_into(net, params, cfg.checkpoint_path, f" (was it trained with num_classes={cfg.num_classes}?)")
+    load_into(net, params, cfg.checkpoint_path, f"Tiny-DarkNet with num_classes={cfg.num_classes}")
     net.set_train(False)
     loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.0, num_classes=cfg.num_classes)
     model = Model(net, loss_fn=loss, metrics={"top_1_accuracy", "top_5_accuracy"})
@@ -57,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, errors=(CheckpointError, ImageFolderError))

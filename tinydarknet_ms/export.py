@@ -19,10 +19,12 @@ import mindspore.nn as nn
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ without any setup
+from common import cli  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
+from common.ms import load_ckpt, load_into  # noqa: E402
 from src.config import device_id_from_env, get_config  # noqa: E402
 from src.tinydarknet import TinyDarkNet  # noqa: E402
-from src.utils import detect_device, fail, load_into, read_checkpoint, setup_context  # noqa: E402
+from src.utils import detect_device, setup_context  # noqa: E402
 
 KEYS = ["device_target", "device_id", "seed", "dataset_name", "num_classes", "image_size", "batch_size",
         "checkpoint_path", "file_name", "file_format"]
@@ -49,14 +51,12 @@ def main(argv=None):
     setup_context(device, device_id_from_env(cfg))
     formats = ["MINDIR", "ONNX"] if cfg.file_format == "ALL" else [cfg.file_format]
     if "AIR" in formats and device != "Ascend":
-        fail("file_format AIR needs the Ascend stack (MindSpore exports AIR only there); use MINDIR or ONNX")
+        raise cli.RecipeError("file_format AIR needs the Ascend stack (MindSpore exports AIR only there); "
+                              "use MINDIR or ONNX")
 
-    try:
-        params = read_checkpoint(cfg.checkpoint_path)
-    except CheckpointError as exc:
-        fail(str(exc))
+    params = load_ckpt(cfg.checkpoint_path)
     net = TinyDarkNet(num_classes=cfg.num_classes, leaky="max")  # one LeakyRelu op per layer in the file
-    load_into(net, params, cfg.checkpoint_path, f" (was it trained with num_classes={cfg.num_classes}?)")
+    load_into(net, params, cfg.checkpoint_path, f"Tiny-DarkNet with num_classes={cfg.num_classes}")
     net.set_train(False)
 
     rng = np.random.default_rng(cfg.seed)
@@ -68,26 +68,30 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         for fmt in formats:
-            staged = work / target.name
-            ms.export(net, ms.Tensor(x), file_name=str(staged), file_format=fmt)
-            produced = staged.with_name(staged.name + SUFFIX[fmt])
-            if not produced.is_file():
-                fail(f"{produced}: MindSpore reported no error but wrote no {fmt} file")
-            if fmt == "MINDIR":
-                diff, ok = check_mindir(str(produced), x, expected)
-            elif fmt == "ONNX":
-                diff, ok = check_onnx(str(produced), x, expected)
-            else:
-                diff, ok = 0.0, True  # AIR is consumed by Ascend's ATC tool; it cannot be run back here
-            if not ok:
-                fail(f"{produced.name}: reloaded {fmt} model differs from the network (max abs diff {diff:.3g})")
-            final = target.with_name(target.name + SUFFIX[fmt])
-            os.replace(produced, final)
+            final, diff = export_checked(net, x, expected, fmt, work / target.name, target)
             print(f"exported {final} ({fmt}); reloaded, max abs diff vs network {diff:.3g}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
+def export_checked(net, x, expected, fmt, staged, target):
+    """Export ``fmt`` to ``staged``, reload it and compare its outputs with ``expected``; only a file that
+    matches is moved to ``target`` + the format's suffix. Returns (that path, max abs diff)."""
+    ms.export(net, ms.Tensor(x), file_name=str(staged), file_format=fmt)
+    produced = staged.with_name(staged.name + SUFFIX[fmt])
+    if not produced.is_file():
+        raise cli.RecipeError(f"{produced}: MindSpore reported no error but wrote no {fmt} file")
+    check = {"MINDIR": check_mindir, "ONNX": check_onnx}.get(fmt)
+    # AIR is consumed by Ascend's ATC tool; it cannot be run back here
+    diff, ok = check(str(produced), x, expected) if check else (0.0, True)
+    if not ok:
+        raise cli.RecipeError(f"{produced.name}: reloaded {fmt} model differs from the network "
+                              f"(max abs diff {diff:.3g})")
+    final = target.with_name(target.name + SUFFIX[fmt])
+    os.replace(produced, final)
+    return final, diff
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, errors=(CheckpointError,))

@@ -1,11 +1,9 @@
 """Bench pieces for cspnet_tf1: bare Session step loop of the recipe's graph, profiler FLOPs, pipeline."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ci.benchlib import emit, recipe_args, timed_windows
-
 
 
 def main() -> None:
@@ -23,13 +21,14 @@ def main() -> None:
     # before any pipeline or model exists (ci/benchlib/__init__.py: why)
     matmul = tf_util.matmul_rate()
     windows = 3 if args.quick else 5
-    # bare loop: the recipe's own graph (model, loss, L2, Momentum) on one fixed in-memory batch, with the
-    # formulations train.py picks on CPU by default
-    cspdarknet53.set_conv_impl("auto", "cpu")
-    cspdarknet53.set_bn_impl("auto", "cpu")
+    # bare loop: the recipe's own graph (model, loss, L2, Momentum) on one fixed in-memory batch, built by
+    # train.py's create_* functions with its default flags on CPU (so its formulations: auto, probed here)
+    flags = recipe_train.parse_args(["--device=cpu", "--seed=0", f"--batch_size={bs}"])
+    ctx = recipe_train.setup(flags)
     graph = tf.Graph()
     with graph.as_default():
-        g = recipe_train.build_graph(5e-4, 0.9, False, 0)
+        g = recipe_train.build_graph(recipe_train.create_model(flags, ctx), recipe_train.create_loss(flags),
+                                     recipe_train.create_optimizer(flags, ctx), seed=0)
         sess = tf1.Session(graph=graph, config=utils.session_config("cpu"))
         sess.run(tf1.global_variables_initializer())
     rs = np.random.RandomState(0)
@@ -51,9 +50,8 @@ def main() -> None:
         for batch in (1, 2):
             fwd = tf.Graph()
             with fwd.as_default():
-                cspdarknet53.set_conv_impl(conv_impl)
-                cspdarknet53.set_bn_impl(bn_impl)
-                cspdarknet53.classifier(tf1.placeholder(tf.float32, [batch, 32, 32, 3]))
+                cspdarknet53.classifier(tf1.placeholder(tf.float32, [batch, 32, 32, 3]), conv_impl=conv_impl,
+                                        bn_impl=bn_impl)
                 counts.append(tf_util.graph_float_ops(fwd, tf_util.MODEL_OPS))
         return counts[1] - counts[0]
     model_flops = forward_flops("conv2d", "moments")

@@ -42,7 +42,6 @@ def main() -> None:
     tf1.disable_eager_execution()
     import train as recipe_train
     import utils
-    from models import cspdarknet53
 
     bs = args.batch_size
     rs = np.random.RandomState(0)
@@ -50,11 +49,13 @@ def main() -> None:
     y = np.eye(10, dtype=np.float32)[rs.randint(0, 10, bs)]
     runs = {}
     for bn, xla in VARIANTS:
-        cspdarknet53.set_conv_impl("matmul")
-        cspdarknet53.set_bn_impl(bn)
+        # the recipe's create_* functions, as train.py --conv_impl=matmul --bn_impl=<bn> on CPU builds them
+        flags = recipe_train.parse_args(["--device=cpu", "--seed=0", "--conv_impl=matmul", f"--bn_impl={bn}"])
+        ctx = recipe_train.setup(flags)
         graph = tf.Graph()
         with graph.as_default():
-            g = recipe_train.build_graph(5e-4, 0.9, False, 0)
+            g = recipe_train.build_graph(recipe_train.create_model(flags, ctx), recipe_train.create_loss(flags),
+                                         recipe_train.create_optimizer(flags, ctx), seed=0)
             config = utils.session_config("cpu")
             if xla:
                 config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1

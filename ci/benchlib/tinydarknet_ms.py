@@ -1,35 +1,43 @@
-"""Bench pieces for tinydarknet_ms: bare graph-mode TrainOneStepCell loop, counted FLOPs, data pipeline."""
+"""Bench pieces for tinydarknet_ms: bare graph-mode train-step loop, counted FLOPs, data pipeline.
+
+The network, loss, optimiser (its parameter groups, LR schedule and loss scale) and the train step come from
+the recipe's own ``train.py`` (setup, create_model, create_data, create_loss, create_optimizer, create_trainer)
+with the config's defaults: the bare loop is the recipe's step without the input pipeline and callbacks.
+"""
 from __future__ import annotations
 
+import tempfile
 
 import numpy as np
 
 from ci.benchlib import emit, recipe_args
 
 
-
 def main() -> None:
     args = recipe_args("tinydarknet_ms", 32, image_size=(int, 224))
 
     import mindspore as ms
-    from mindspore import nn
-    from src.tinydarknet import TinyDarkNet
-    from src.CrossEntropySmooth import CrossEntropySmooth
-    from src.dataset import create_dataset_imagenet, find_split, load_samples
+    import train as recipe  # tinydarknet_ms/train.py (recipe_args put its folder first on sys.path)
+    from src.dataset import create_dataset_imagenet
     from ci.benchlib import ms_util
 
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    ms.set_seed(1)
     bs, size = args.batch_size, args.image_size
-    # before any pipeline or model exists (ci/benchlib/__init__.py: why)
-    matmul = ms_util.matmul_rate()
-    net = TinyDarkNet(num_classes=1000)  # leaky="mix", as train.py by default
-    flops = 3 * ms_util.forward_flops(net, ms.Tensor(np.zeros((1, 3, size, size), np.float32)))
-    loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.1, num_classes=1000)
-    opt = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
-    samples, _ = load_samples(find_split(args.data, "train"), check=False)
-    bare, pipe, op_time = ms_util.bare_and_pipeline(net, loss, opt, bs, size,
-                                           lambda: create_dataset_imagenet(samples, True, bs, size), args.quick, 4)
+    with tempfile.TemporaryDirectory(prefix="bench_tinydarknet_") as scratch:  # takes the recipe's events.jsonl
+        cfg = recipe.parse_args([f"--data_path={args.data}", f"--batch_size={bs}", f"--image_size={size}",
+                                 "--device_target=CPU", "--check_images=False", f"--output_path={scratch}"])
+        ctx = recipe.setup(cfg)  # graph mode on CPU, the recipe's seed and leaky_relu choice
+        # before any pipeline or model exists (ci/benchlib/__init__.py: why)
+        matmul = ms_util.matmul_rate()
+        net = recipe.create_model(cfg, ctx)
+        flops = 3 * ms_util.forward_flops(net, ms.Tensor(np.zeros((1, 3, size, size), np.float32)))
+        data = recipe.create_data(cfg, ctx)
+        loss, opt = recipe.create_loss(cfg), recipe.create_optimizer(cfg, net, data)
+        # the recipe's step: Model's train_network (AMP level, loss scale 1024 as the loss's sens and the
+        # optimiser's divisor)
+        step = recipe.create_trainer(cfg, net, loss, opt, ctx.amp_level).train_network
+        bare, pipe, op_time = ms_util.bare_and_pipeline(
+            net, loss, opt, bs, size, lambda: create_dataset_imagenet(data.train, True, bs, size), args.quick, 4,
+            step_cell=step)
 
     emit({"recipe": "tinydarknet_ms", "framework": "mindspore", "framework_version": ms.__version__, "batch_size": bs,
           "image_size": size, "bare": bare, "pipeline": pipe, "op_time": op_time, "flops_per_image_train": flops,

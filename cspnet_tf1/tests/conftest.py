@@ -16,6 +16,7 @@ for p in (str(ROOT), str(RECIPE)):
 # as the entry points do, before this process imports TensorFlow: in-process recomputations then use the same
 # (oneDNN or not) kernels as the runs they check
 from common.tf_onednn import choose_tf_onednn_opts  # noqa: E402
+from common.testing import make_noise  # noqa: E402
 
 choose_tf_onednn_opts()
 DIGITS = ROOT / "data" / "digits"
@@ -45,16 +46,10 @@ def digits():
     return DIGITS
 
 
-def make_noise(out, n_train, n_test):
-    run([sys.executable, ROOT / "ci" / "make_data.py", "--noise", "--out", out, "--n_train", n_train,
-         "--n_test", n_test, "--formats", "cifar10"], cwd=ROOT)
-    return Path(out)
-
-
 @pytest.fixture(scope="session")
 def noise(tmp_path_factory):
     """48 train / 32 test noise images: 3 steps per epoch and 2 test batches at batch 16."""
-    return make_noise(tmp_path_factory.mktemp("noise"), 48, 32)
+    return make_noise(tmp_path_factory.mktemp("noise"), "cifar10", 48, 32)
 
 
 # the session's one short run (noise data, 48 train images at batch 16: 3 steps per epoch, 2 epochs, so the

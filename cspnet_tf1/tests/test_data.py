@@ -81,7 +81,7 @@ def test_bad_dataset_ends_the_process_with_one_line_error(tmp_path, noise):
     rc, _, err = python("train.py", f"--data_path={data}", f"--output_path={tmp_path / 'out'}", "--epochs=1",
                         "--batch_size=16", check=False, timeout=300)
     lines = [line for line in err.strip().splitlines() if line.startswith("ERROR")]
-    assert rc == 1 and len(lines) == 1 and name in lines[0], err[-2000:]
+    assert rc == 2 and len(lines) == 1 and name in lines[0], err[-2000:]
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
 

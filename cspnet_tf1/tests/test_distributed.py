@@ -5,11 +5,11 @@ at 8 images per rank, so its update can be recomputed here: the network normalis
 given, so a 2-rank step is not a 1-process step on the 16 images together but the mean of the gradients of
 the two 8-image half-batches, which a single process computes below from the same checkpoint.
 """
+import functools
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,34 +20,20 @@ import tensorflow as tf
 
 import train
 import utils
+from common import events
 from common.banner import parse_banner
+from common.testing import free_port, rank_table, write_rank_table
 from conftest import RECIPE, env
 
 tf1 = tf.compat.v1
 CASE = "CSPNet_ID0840_for_TensorFlow_bs8_2p_perf"
-DEVICES = [{"device_id": "0", "device_ip": "192.98.92.10", "rank_id": "0"},
-           {"device_id": "1", "device_ip": "192.98.92.11", "rank_id": "1"}]
-TABLE = {"version": "1.0", "server_count": "1", "status": "completed",
-         "server_list": [{"server_id": "127.0.0.1", "host_nic_ip": "reserve", "device": DEVICES}]}
+TABLE = rank_table(2)
 SCRIPT = RECIPE / "test" / "train_performance_8p.sh"
-
-
-def _free_port():
-    """A port p with p + 1 free too (rank r listens on port + r)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no two consecutive free ports")
+_free_port = functools.partial(free_port, consecutive=2)  # rank r listens on port + r
 
 
 def _table(tmp_path, table, name="rank_table.json"):
+    """A damaged table (a dict or raw text) as a file."""
     path = tmp_path / name
     path.write_text(table if isinstance(table, str) else json.dumps(table))
     return path
@@ -62,12 +48,23 @@ def _field(pattern, text):
     return re.search(pattern, text).group(1)
 
 
+def _by_rank(out, kind):
+    found = {}
+    for event in events.read(out, kind):
+        found.setdefault(event["rank"], []).append(event)
+    return found
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory, noise, trained):
-    """One step (global step 7) of 2 ranks x 8 images, resumed from the 1-process run's step-6 checkpoint."""
+    """One step (global step 7) of 2 ranks x 8 images, resumed from the 1-process run's step-6 checkpoint.
+
+    --train_steps=1: one step per epoch, so global step 6 is 6 epochs done and epoch 7 is the one step 7, on
+    the first batch of the shard (no --reshuffle: every epoch has the same batches)."""
     tmp = tmp_path_factory.mktemp("dist")
     start = trained[0] / "ckpt" / "step_000000006"
-    proc = subprocess.run(_launch(tmp, noise, _table(tmp, TABLE), "--train_epochs=3", "--train_steps=7",
+    table = write_rank_table(tmp / "rank_table.json", 2)
+    proc = subprocess.run(_launch(tmp, noise, table, "--train_epochs=7", "--train_steps=1",
                                   "--DISPLAY_STEP=1", f"--resume={start}"),
                           cwd="/", env=env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -81,8 +78,13 @@ def test_two_ranks_keep_identical_weights_on_different_shards(two_ranks):
     weights = [_field(r"final weights sha256 (\w+)", log) for log in logs]
     assert shards[0] != shards[1] and weights[0] == weights[1]
     # both resumed rank 0's checkpoint (rank 1 through the all-reduce) with its seed, and ran step 7 only
-    assert "resume: restored" in logs[0] and "resume: rank 0 restored its checkpoint" in logs[1]
-    assert all(re.findall(r"Step/Batch: (\d+)", log) == ["000000007"] for log in logs)
+    resumed = _by_rank(out, "resume")
+    assert [e["checkpoint"] for e in resumed[0]] == [str(start / "cspdarknet53.ckpt")]
+    assert [(e["checkpoint"], e["from_rank"], e["global_step"]) for e in resumed[1]] == [(None, 0, 6)]
+    steps = _by_rank(out, "step")
+    assert sorted(steps) == [0, 1] and all([e["global_step"] for e in steps[r]] == [7] for r in (0, 1))
+    initial = _by_rank(out, "initial_weights")
+    assert len(initial[0]) == len(initial[1]) == 1 and initial[0][0]["digest"] == initial[1][0]["digest"]
     # rank 0 alone prints the banner, writes the records and the checkpoint
     assert stdout.count("Final result") == 1 and "Final result" not in logs[1]
     banner = parse_banner(stdout)
@@ -107,9 +109,14 @@ def _half_batches(noise, seed=3, batch=8, world=2):
 
 def test_two_rank_step_is_the_mean_of_the_half_batch_gradients(two_ranks, noise):
     out, _, _, start = two_ranks
+    # the formulations the run chose (auto: probed on this host), so that the same kernels run here
+    choices = json.loads((out / f"{CASE}.json").read_text())["cpu_tuning"]["choices"]
+    impl = {name: choices[name]["choice"] for name in ("conv_impl", "bn_impl")}
+    args = train.parse_args(["--device=cpu", *(f"--{name}={value}" for name, value in impl.items())])
+    ctx = train.Context(device="cpu", amp=False, cluster=train.dist.Cluster(), out=out, found=None, seed=3, **impl)
     graph = tf.Graph()
     with graph.as_default():
-        g = train.build_graph(5e-4, 0.9, False, None)
+        g = train.build_graph(train.create_model(args, ctx), train.create_loss(args), train.create_optimizer(args, ctx))
         grads, weights = zip(*g["grads"])
         with tf1.Session(graph=graph) as sess:
             tf1.train.Saver().restore(sess, str(start / "cspdarknet53.ckpt"))
@@ -136,7 +143,8 @@ def test_two_rank_step_is_the_mean_of_the_half_batch_gradients(two_ranks, noise)
 
 
 def test_killing_a_rank_stops_the_job_non_zero_without_orphans(noise, tmp_path):
-    proc = subprocess.Popen(_launch(tmp_path, noise, _table(tmp_path, TABLE), "--train_epochs=50"), cwd="/",
+    table = write_rank_table(tmp_path / "rank_table.json", 2)
+    proc = subprocess.Popen(_launch(tmp_path, noise, table, "--train_epochs=50"), cwd="/",
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         pids = {}
@@ -175,7 +183,7 @@ def test_a_rank_whose_peer_never_answers_fails_after_the_collective_timeout(nois
                           env={**env(), "TF_CONFIG": json.dumps(tf_config)}, capture_output=True, text=True,
                           timeout=300)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
-    assert proc.returncode == 1 and len(errors) == 1 and "did not answer within --collective_timeout" in errors[0], \
+    assert proc.returncode == 2 and len(errors) == 1 and "did not answer within --collective_timeout" in errors[0], \
         proc.stderr[-2000:]
     assert "rank 0/2" in proc.stdout and time.time() - t0 < 120
     assert not (tmp_path / "ckpt").exists()
@@ -183,8 +191,7 @@ def test_a_rank_whose_peer_never_answers_fails_after_the_collective_timeout(nois
 
 BAD_TABLES = {
     "missing key": ({k: v for k, v in TABLE.items() if k != "status"}, "missing key 'status'"),
-    "duplicate rank": ({**TABLE, "server_list": [{**TABLE["server_list"][0], "device": [
-        DEVICES[0], {**DEVICES[1], "rank_id": "0"}]}]}, "duplicate rank_id 0"),
+    "duplicate rank": (rank_table(2, rank_ids=[0, 0]), "duplicate rank_id 0"),
     "server_count mismatch": ({**TABLE, "server_count": "2"}, "server_count is 2"),
     "device_num mismatch": (TABLE, "--device_num is 8"),
     "unreadable JSON": ('{"version": "1.0", "server_count": ', "not valid JSON"),
@@ -204,9 +211,7 @@ def test_bad_rank_table_fails_before_any_worker_starts(noise, tmp_path, fault):
 
 def test_two_servers_on_loopback_end_with_identical_weights(noise, tmp_path):
     """A two-node table (127.0.0.1 and 127.0.0.2, one device each): one launcher per "server", fresh start."""
-    table = _table(tmp_path, {**TABLE, "server_count": "2", "server_list": [
-        {"server_id": "127.0.0.1", "host_nic_ip": "reserve", "device": [DEVICES[0]]},
-        {"server_id": "127.0.0.2", "host_nic_ip": "reserve", "device": [{**DEVICES[1], "device_id": "0"}]}]})
+    table = write_rank_table(tmp_path / "rank_table.json", 1, servers=("127.0.0.1", "127.0.0.2"))
     port = _free_port()
     procs = [subprocess.Popen(_launch(tmp_path, noise, table, f"--server_index={i}", "--train_epochs=1",
                                       "--train_steps=2", "--seed=4", out=f"node{i}", port=port),

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from common import cputune
+from common import cputune, events
 from common.banner import parse_banner
 from conftest import python
 
@@ -35,6 +35,21 @@ def test_banner_and_run_records(trained):
     log = dict(line.split(" = ", 1) for line in (out / f"{CASE}.log").read_text().splitlines())
     assert log["CaseName"] == CASE and log["Network"] == "CSPNet_ID0840_for_TensorFlow" and log["RankSize"] == "1"
     assert (out / "train_0.log").read_text().count("Loss:") == 6
+
+
+def test_events_record_the_start_every_logged_step_and_each_checkpoint(trained):
+    out, _ = trained
+    kinds = [e["event"] for e in events.read(out)]
+    assert kinds[:2] == ["resume", "initial_weights"] and kinds[-2:] == ["cpu_tuning", "finished"]
+    start = events.last(out, "resume")
+    assert (start["checkpoint"], start["epoch"], start["global_step"]) == (None, 0, 0)
+    assert len(events.last(out, "initial_weights")["digest"]) == 16
+    steps = events.read(out, "step")  # --DISPLAY_STEP=1: one per step, epochs and steps counted from 1
+    assert [(e["epoch"], e["step"], e["global_step"]) for e in steps] == [
+        (1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 4), (2, 2, 5), (2, 3, 6)]
+    saved = events.read(out, "checkpoint")
+    assert [(e["epoch"], e["global_step"]) for e in saved] == [(1, 3), (2, 6)]
+    assert saved[-1]["path"] == str((out / "ckpt" / "step_000000006" / "cspdarknet53.ckpt").resolve())
 
 
 def test_checkpoint_summary_and_curves_written(trained):

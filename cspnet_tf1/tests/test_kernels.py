@@ -70,7 +70,7 @@ _LOADER = textwrap.dedent("""
     import sys, kernels
     from models import cspdarknet53
     try:
-        print("impl", cspdarknet53.set_bn_impl(sys.argv[1], "cpu"))
+        print("impl", cspdarknet53.select_bn_impl(sys.argv[1], "cpu", "matmul"))
     except kernels.KernelUnavailable as exc:
         print("unavailable", exc); sys.exit(3)
 """)
@@ -114,7 +114,7 @@ def test_without_a_compiler_auto_falls_back_and_kernel_is_a_one_line_error(tmp_p
     proc = subprocess.run([sys.executable, RECIPE / "train.py", "--bn_impl", "kernel", "--data_path",
                            tmp_path / "none", "--output_path", tmp_path / "out"], cwd=RECIPE,
                           env={**env(), **no_cxx}, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if "no C++ compiler" in line]
     assert len(lines) == 1 and "'no-such-compiler' is not on PATH" in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "kernels").exists() or not any((tmp_path / "kernels").glob("*.so"))
@@ -123,14 +123,13 @@ def test_without_a_compiler_auto_falls_back_and_kernel_is_a_one_line_error(tmp_p
 def test_kernel_is_cpu_only():
     from models import cspdarknet53
     with pytest.raises(ValueError, match="CPU kernel"):
-        cspdarknet53.set_bn_impl("kernel", "gpu")
-    assert cspdarknet53.set_bn_impl("auto", "gpu") == "moments"  # the original's ops on accelerators
-    assert cspdarknet53.set_bn_impl("auto", "npu") == "moments"
+        cspdarknet53.select_bn_impl("kernel", "gpu")
+    assert cspdarknet53.select_bn_impl("auto", "gpu") == "moments"  # the original's ops on accelerators
+    assert cspdarknet53.select_bn_impl("auto", "npu") == "moments"
     # on CPU auto is what a timed step of the network measured fastest on this host, the kernel among the
     # candidates (this machine and CI have g++)
-    assert cspdarknet53.set_bn_impl("auto", "cpu") == cputune.decisions()["bn_impl"].choice
+    assert cspdarknet53.select_bn_impl("auto", "cpu", "matmul") == cputune.decisions()["bn_impl"].choice
     assert set(cputune.decisions()["bn_impl"].seconds) == {"moments", "fused", "kernel"}
-    cspdarknet53.set_bn_impl("fused")
 
 
 # Intel and AMD server targets, compiled whatever the host is, so that a machine of one vendor catches a

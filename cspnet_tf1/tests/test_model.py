@@ -79,13 +79,11 @@ def test_small_map_convolution_equals_conv2d_with_gradients(size, kernel, stride
         graph = tf.Graph()
         with graph.as_default():
             x, w = tf1.constant(x_val), tf1.constant(w_val)
-            cspdarknet53.set_conv_impl(name)
-            y = cspdarknet53.conv2d(x, w, stride)
+            y = cspdarknet53.conv2d(x, w, stride, name)
             loss = tf.reduce_sum(y * y)
             with tf1.Session(graph=graph) as sess:
                 results[name] = sess.run([y] + tf1.gradients(loss, [x, w]))
             results[name + "_convs"] = sum(op.type == "Conv2D" for op in graph.get_operations())
-    cspdarknet53.set_conv_impl("matmul")
     for ref, got in zip(results["conv2d"], results[impl]):
         assert ref.shape == got.shape
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
@@ -122,10 +120,8 @@ def _logits_and_grads(impl, feed_x, values=None, bn="moments"):
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)
-        cspdarknet53.set_conv_impl(impl)
-        cspdarknet53.set_bn_impl(bn)
         x = tf1.placeholder(tf.float32, [None, 32, 32, 3])
-        logits = cspdarknet53.classifier(x)
+        logits = cspdarknet53.classifier(x, conv_impl=impl, bn_impl=bn)
         variables = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
         # the kernels only: a conv bias is removed again by the batch-axis normalisation that follows it,
         # so its true gradient is 0 and what float32 returns is rounding noise
@@ -138,8 +134,6 @@ def _logits_and_grads(impl, feed_x, values=None, bn="moments"):
                     v.load(val, sess)
             out = sess.run([logits] + grads, {x: feed_x})
             values = sess.run(variables)
-    cspdarknet53.set_conv_impl("matmul")
-    cspdarknet53.set_bn_impl("fused")
     return out, values, convs
 
 
@@ -171,15 +165,13 @@ def test_auto_on_cpu_takes_what_a_timed_step_measured_fastest(monkeypatch, tmp_p
     for run, fast in enumerate(("conv2d", "matmul")):
         monkeypatch.setenv("MODELZOO_TUNE_CACHE", str(tmp_path / str(run)))
         monkeypatch.setattr(cspdarknet53, "training_step", fake_step(lambda c, b: c != fast))
-        assert cspdarknet53.set_conv_impl("auto", "cpu") == fast
+        assert cspdarknet53.select_conv_impl("auto", "cpu") == fast
         seconds = cputune.decisions()["conv_impl"].seconds
         assert set(seconds) == {"conv2d", "matmul"} and min(seconds, key=seconds.get) == fast
     monkeypatch.setattr(cspdarknet53, "training_step", fake_step(lambda c, b: b != "fused"))
     monkeypatch.setattr(cspdarknet53.kernels, "available", lambda: (False, "test"))
-    assert cspdarknet53.set_bn_impl("auto", "cpu") == "fused"
+    assert cspdarknet53.select_bn_impl("auto", "cpu", "matmul") == "fused"
     assert set(cputune.decisions()["bn_impl"].seconds) == {"moments", "fused"}
-    cspdarknet53.set_conv_impl("matmul")
-    cspdarknet53.set_bn_impl("fused")
 
 
 def test_the_probe_times_a_real_training_step():
@@ -190,35 +182,40 @@ def test_the_probe_times_a_real_training_step():
         t0 = time.perf_counter()
         step()
         assert 0 < time.perf_counter() - t0 < 60
-    assert (cspdarknet53._conv_impl, cspdarknet53._bn_impl) == ("matmul", "fused")  # restored afterwards
+    # the formulations are arguments of the builder, not module state a probe could leave changed
+    assert not [n for n in vars(cspdarknet53) if n.startswith(("_conv_impl", "_bn_impl", "set_"))]
 
 
 def test_auto_keeps_the_originals_conv2d_on_accelerators():
-    assert cspdarknet53.set_conv_impl("auto", "npu") == "conv2d"
-    assert cspdarknet53.set_conv_impl("auto", "gpu") == "conv2d"
-    assert cspdarknet53.set_conv_impl("auto", "cpu") == "matmul"
-    assert cspdarknet53.set_conv_impl("matmul", "npu") == "matmul"
+    assert cspdarknet53.select_conv_impl("auto", "npu") == "conv2d"
+    assert cspdarknet53.select_conv_impl("auto", "gpu") == "conv2d"
+    assert cspdarknet53.select_conv_impl("auto", "cpu") == "matmul"
+    assert cspdarknet53.select_conv_impl("matmul", "npu") == "matmul"
     with pytest.raises(ValueError):
-        cspdarknet53.set_conv_impl("winograd")
-    assert cspdarknet53.set_bn_impl("auto", "npu") == "moments"
-    assert cspdarknet53.set_bn_impl("auto", "gpu") == "moments"
+        cspdarknet53.select_conv_impl("winograd")
+    assert cspdarknet53.select_bn_impl("auto", "npu") == "moments"
+    assert cspdarknet53.select_bn_impl("auto", "gpu") == "moments"
     with pytest.raises(ValueError):
-        cspdarknet53.set_bn_impl("layer")
-    cspdarknet53.set_bn_impl("fused")
+        cspdarknet53.select_bn_impl("layer")
+    with tf.Graph().as_default(), pytest.raises(ValueError):  # the builder takes a resolved formulation only
+        cspdarknet53.classifier(tf1.placeholder(tf.float32, [None, 32, 32, 3]), conv_impl="auto")
 
 
 def test_mixed_precision_on_cpu_trains_in_bfloat16():
     # --mixed_precision on with --device cpu: the session's grappler rewrite runs the convolutions and matmuls
     # in bfloat16 (their T attribute in the graph that ran), the rest in float32; off: float32 throughout
     import train as recipe_train
-    cspdarknet53.set_conv_impl("matmul")
-    cspdarknet53.set_bn_impl("fused")
+    args = recipe_train.parse_args(["--device=cpu", "--conv_impl=matmul", "--bn_impl=fused"])
     rs = np.random.RandomState(0)
     kinds = {}
     for amp in (False, True):
+        # amp on CPU is bf16 in the session config only (utils.session_config): the graph is the same
+        ctx = recipe_train.Context(device="cpu", amp=amp, conv_impl="matmul", bn_impl="fused",
+                                   cluster=recipe_train.dist.Cluster(), out=None, found=None, seed=0)
         graph = tf.Graph()
         with graph.as_default():
-            g = recipe_train.build_graph(5e-4, 0.9, False, 0)
+            g = recipe_train.build_graph(recipe_train.create_model(args, ctx), recipe_train.create_loss(args),
+                                         recipe_train.create_optimizer(args, ctx), seed=0)
             meta = tf1.RunMetadata()
             with tf1.Session(graph=graph, config=utils.session_config("cpu", amp)) as sess:
                 sess.run(tf1.global_variables_initializer())

@@ -12,12 +12,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from common import events
 from conftest import RECIPE, TRAIN_ARGS, env, python
 
 
-def _losses(text):
-    """{global step: loss} from the original's ``Epoch: … Step/Batch: … --- Loss: …`` lines."""
-    return {int(s): float(v) for s, v in re.findall(r"Step/Batch: (\d+) --- Loss: (\S+)", text)}
+def _losses(out, pid=None):
+    """{global step: loss} from the ``step`` events of ``out`` (of process ``pid`` only, if given)."""
+    return {e["global_step"]: e["loss"] for e in events.read(out, "step") if pid is None or e["pid"] == pid}
 
 
 def _weights(prefix):
@@ -26,7 +27,7 @@ def _weights(prefix):
 
 
 def test_same_seed_and_sigkill_then_resume_auto_reproduce_the_uninterrupted_run(trained, noise, tmp_path):
-    reference, ref_stdout = trained
+    reference, _ = trained
     args = [f"--data_path={noise}", f"--output_path={tmp_path}", *TRAIN_ARGS]
     log = tmp_path / "killed.log"
     with open(log, "w") as fh:  # unbuffered, so the lines printed before the kill are all there
@@ -48,9 +49,12 @@ def test_same_seed_and_sigkill_then_resume_auto_reproduce_the_uninterrupted_run(
 
     _, stdout, _ = python("train.py", *args, "--resume=auto", "--tensorboard")
     assert re.search(r"resume: skipping .*step_000000999", stdout)
-    assert re.search(r"resume: restored .*step_0000000(03|06)", stdout)
+    starts = events.read(tmp_path, "resume")
+    assert [e["pid"] for e in starts] == [proc.pid, starts[-1]["pid"]] and starts[0]["checkpoint"] is None
+    assert re.search(r"step_0000000(03|06)/cspdarknet53\.ckpt$", starts[-1]["checkpoint"])
+    assert starts[-1]["global_step"] in (3, 6) and starts[-1]["epoch"] == starts[-1]["global_step"] // 3
     # same seed: the killed run's steps repeat the reference's; resumed: so do the remaining ones
-    ref, killed, resumed = _losses(ref_stdout), _losses(log.read_text()), _losses(stdout)
+    ref, killed, resumed = _losses(reference), _losses(tmp_path, proc.pid), _losses(tmp_path, starts[-1]["pid"])
     assert sorted(ref) == list(range(1, 7)) and 1 in killed and 3 in killed
     assert all(killed[s] == ref[s] for s in killed) and all(resumed[s] == ref[s] for s in resumed)
     assert sorted(set(killed) | set(resumed)) == list(range(1, 7))

@@ -1,4 +1,9 @@
-"""Keras callbacks: the original's TimeHistory, per-epoch checkpoints, CSV summary + curves, progress."""
+"""Keras callbacks: the original's TimeHistory, per-epoch checkpoints, CSV summary + curves, progress.
+
+Keras fit owns the epoch loop (train.py: ``train``); these are the parts of each epoch the recipe adds: the
+steps of train_one_epoch are timed (TimeHistory) and logged (ProgressLogger, with the ``step`` events), and
+after validate (fit's ``validation_data``) come save_checkpoint (CheckpointSaver) and the summary row.
+"""
 from __future__ import annotations
 
 import sys
@@ -7,6 +12,8 @@ from pathlib import Path
 
 import tf_keras as keras
 
+from common import events
+from common.digest import weights_digest
 from common.progress import Progress
 from common.summary import EpochSummary, plot_curves
 from src import checkpointing
@@ -61,15 +68,28 @@ class TimeHistory(keras.callbacks.Callback):
         return self.epoch_steps * self.batch_size / self.epoch_seconds if self.epoch_seconds else 0.0
 
 
-class CheckpointSaver(keras.callbacks.Callback):
-    """Writes ``checkpoints/epoch_NNNN`` after every epoch (weights + optimiser), keeping the last ``keep``."""
+def save_checkpoint(root, epochs_done, model, extra=None, keep=2, events_dir=None) -> Path:
+    """``root/epoch_NNNN`` (weights + optimiser, the last ``keep`` kept); then the ``checkpoint`` event.
 
-    def __init__(self, root, extra=None, keep=2):
+    The event carries the digest of all the weights (BatchNorm statistics included), which at the last epoch
+    are the final weights: the workers of a multi-worker job compare theirs through it.
+    """
+    path = checkpointing.save(root, epochs_done, model, extra, keep)
+    if events_dir is not None:
+        events.emit(events_dir, "checkpoint", path=str(path), epoch=epochs_done,
+                    global_step=int(model.optimizer.iterations.numpy()), digest=weights_digest(model.get_weights()))
+    return path
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """save_checkpoint after every epoch; ``events_dir``: where its ``checkpoint`` events go (None: none)."""
+
+    def __init__(self, root, extra=None, keep=2, events_dir=None):
         super().__init__()
-        self.root, self.extra, self.keep = Path(root), extra or {}, keep
+        self.root, self.extra, self.keep, self.events_dir = Path(root), extra or {}, keep, events_dir
 
     def on_epoch_end(self, epoch, logs=None):
-        checkpointing.save(self.root, epoch + 1, self.model, self.extra, self.keep)
+        save_checkpoint(self.root, epoch + 1, self.model, self.extra, self.keep, self.events_dir)
 
 
 class SummaryWriter(keras.callbacks.Callback):
@@ -100,21 +120,29 @@ class ProgressLogger(keras.callbacks.Callback):
     Under MultiWorkerMirroredStrategy tf-keras sums the per-replica values of the step logs (its "auto"
     reduction), so the loss there is ``replicas`` times the global mean (equal per-replica batches); it is
     divided back here. The epoch-end logs are the metrics' own cross-replica means and need nothing.
+
+    A ``step`` event goes to ``events_dir`` with every line a log file gets; ``first_step``: the global step
+    the run starts from (a resumed run's).
     """
 
-    def __init__(self, total_steps, batch_size, every, replicas=1):
+    def __init__(self, total_steps, batch_size, every, replicas=1, events_dir=None, first_step=0):
         super().__init__()
         self.progress = Progress(total_steps, batch_size, every=every)
         self.epoch = 0
         self.replicas = replicas
+        self.events_dir, self.first_step = events_dir, first_step
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
         lr = _f(keras.backend.get_value(self.model.optimizer.learning_rate))
-        loss = _f((logs or {}).get("loss", float("nan")))
-        self.progress.update(self.epoch, batch + 1, loss / self.replicas, lr)
+        loss = _f((logs or {}).get("loss", float("nan"))) / self.replicas
+        self.progress.update(self.epoch, batch + 1, loss, lr)
+        done = self.progress.done
+        if self.events_dir is not None and (done % self.progress.every == 0 or done == self.progress.total):
+            events.emit(self.events_dir, "step", epoch=self.epoch, step=batch + 1,
+                        global_step=self.first_step + done, loss=loss)
 
     def on_epoch_end(self, epoch, logs=None):
         self.progress.end_epoch()
@@ -122,3 +150,20 @@ class ProgressLogger(keras.callbacks.Callback):
 
 def _f(v):
     return None if v is None else float(v)
+
+
+def make_callbacks(args, ctx, data, state, meter) -> list:
+    """The callbacks of train.py's fit. Every worker times its steps and saves (in step: saving runs
+    collectives), and says so in a ``checkpoint`` event with its weights' digest (so that the workers can be
+    compared); the chief alone writes the summary and the progress lines with their ``step`` events."""
+    timer = TimeHistory(data.global_batch, args.log_steps, meter)
+    extra = {"seed": args.seed, "batch_size": args.batch_size, "cutmix": not args.no_cutmix}
+    callbacks = [timer, CheckpointSaver(ctx.scratch, extra=extra, keep=args.keep_checkpoints, events_dir=ctx.out)]
+    if ctx.is_chief:
+        callbacks += [SummaryWriter(ctx.out, timer, resume=state.epoch > 0),
+                      ProgressLogger(data.steps * (args.epochs - state.epoch), data.global_batch, args.log_steps,
+                                     replicas=ctx.strategy.num_replicas_in_sync, events_dir=ctx.out,
+                                     first_step=state.global_step)]
+        if args.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(ctx.out / "tensorboard")))
+    return callbacks

@@ -6,24 +6,16 @@ SHA-256 of every file, so a truncated or corrupt checkpoint is found without ask
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from common.checkpoint import CheckpointError, atomic_write_dir, latest_valid
+from common.digest import file_digest
 
 PREFIX = "ckpt"
 META = "meta.json"
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_optimizer_state(model) -> None:
@@ -38,7 +30,7 @@ def save(root, epoch: int, model, extra=None, keep: int = 2) -> Path:
 
     def write(tmp):
         tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(os.path.join(tmp, PREFIX))
-        files = {p.name: {"size": p.stat().st_size, "sha256": _digest(p)} for p in sorted(Path(tmp).iterdir())}
+        files = {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(Path(tmp).iterdir())}
         meta = {"epoch": epoch, "files": files, **(extra or {})}
         with open(os.path.join(tmp, META), "w") as fh:
             json.dump(meta, fh, indent=1)
@@ -70,7 +62,7 @@ def verify(path) -> dict:
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"{f}: missing from checkpoint")
-        if f.stat().st_size != want.get("size") or _digest(f) != want.get("sha256"):
+        if f.stat().st_size != want.get("size") or file_digest(f) != want.get("sha256"):
             raise CheckpointError(f"{f}: truncated or corrupt (size/hash differ from {META})")
     return meta
 
@@ -107,7 +99,7 @@ def load_model(path):
     or a training output folder (its ``model.h5``, else its newest valid checkpoint)."""
     import tf_keras as keras
 
-    from src.model import resnet_v1
+    from src.model import compile_model, resnet_v1
 
     path = Path(path)
     if not path.exists():
@@ -121,13 +113,11 @@ def load_model(path):
                 raise CheckpointError(f"{path}: no model.h5, SavedModel or valid checkpoint in it")
             path = latest
     if path.is_dir() and (path / META).is_file():
-        model = resnet_v1()
-        model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+        model = compile_model(resnet_v1())
         restore(path, model)
         return model, path
     try:
         model = keras.models.load_model(str(path), compile=False)
     except (OSError, ValueError, IOError) as exc:
         raise CheckpointError(f"{path}: cannot load model ({str(exc).splitlines()[0][:200]})") from None
-    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    return model, path
+    return compile_model(model), path

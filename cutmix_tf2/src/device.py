@@ -6,6 +6,8 @@ import importlib.util
 import tensorflow as tf
 import tf_keras as keras
 
+from common.cli import RecipeError
+
 # precision modes of the Ascend adapter; the first two mean "mixed" on a GPU/CPU as well
 MIXED_MODES = ("allow_mix_precision", "allow_fp32_to_fp16")
 FP32_MODES = ("force_fp32", "must_keep_origin_dtype")
@@ -17,8 +19,8 @@ NPU_DEBUG_DEFAULTS = {"over_dump": False, "data_dump_flag": False, "profiling": 
                       "use_mixlist": None, "fusion_off_flag": False}
 
 
-class DeviceError(RuntimeError):
-    pass
+class DeviceError(RecipeError):
+    """A device or precision flag this machine cannot honour (one line, exit 2 at the entry point)."""
 
 
 def npu_available() -> bool:

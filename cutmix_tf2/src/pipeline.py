@@ -124,6 +124,6 @@ def test_dataset(x, y, batch_size, drop_remainder=False):
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
 
 
-def steps_per_epoch(n, batch_size, drop_remainder=False, steps=None):
-    full = n // batch_size if drop_remainder else -(-n // batch_size)
-    return min(full, steps) if steps else full
+def steps_per_epoch(n, batch_size, drop_remainder=False):
+    """Batches in ``n`` samples (--train_steps caps this in train.py, through common.cli.steps_per_epoch)."""
+    return n // batch_size if drop_remainder else -(-n // batch_size)

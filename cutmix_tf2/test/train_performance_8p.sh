@@ -10,11 +10,14 @@ source "$MZ_RECIPE_DIR/../common/sh/env.sh" tf || exit 2
 mz_parse_test_args "$@" || exit 2
 launch_args=() train_args=()
 for a in "${MZ_EXTRA_ARGS[@]}"; do
-  case "$a" in --rank_table=*|--server_index=*|--device_num=*|--port=*) launch_args+=("$a") ;; *) train_args+=("$a") ;; esac
+  case "$a" in
+    --rank_table=*) t=${a#*=}; [[ "$t" = /* ]] || t="$PWD/$t"; launch_args+=("--rank_table=$t") ;;
+    --server_index=*|--device_num=*|--port=*) launch_args+=("$a") ;;
+    *) train_args+=("$a") ;;
+  esac
 done
 case " ${launch_args[*]}" in *" --rank_table="*) ;; *) echo "ERROR: --rank_table=<rank_table.json> is required" >&2; exit 2 ;; esac
 cd "$MZ_RECIPE_DIR"
-export MZ_DEVICE=$device
-"$MZ_PYTHON" -m src.launch --output_path="$output_path" "${launch_args[@]}" -- --data_dir="$data_path" \
-  --epochs="${train_epochs:-2}" ${batch_size:+--batch_size="$batch_size"} --eval_static=False --device="$device" \
-  ${train_steps:+--train_steps="$train_steps"} --perf "${train_args[@]}" || exit $?
+"$MZ_PYTHON" -m src.launch --output_path="$output_path" --device="$device" "${launch_args[@]}" -- \
+  --data_dir="$data_path" --epochs="${train_epochs:-2}" ${batch_size:+--batch_size="$batch_size"} \
+  --eval_static=False ${train_steps:+--train_steps="$train_steps"} --perf "${train_args[@]}" || exit $?

@@ -6,7 +6,6 @@ second, identical run is started beside it, SIGKILLed in its second epoch, and l
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 for p in (str(ROOT), str(RECIPE)):
     if p not in sys.path:
         sys.path.insert(0, p)
+
+from common import events  # noqa: E402
+from common.testing import make_noise  # noqa: E402
 
 # 64 noise images at batch 8: 8 steps per epoch, 2 epochs; one progress line (with its loss) per step
 RUN_ARGS = ["--batch_size=8", "--log_steps=1", "--device=cpu"]
@@ -45,8 +47,18 @@ def train_cmd(*args):
     return [sys.executable, RECIPE / "train.py", *args]
 
 
-def step_losses(text, epoch):
-    return re.findall(rf"^epoch {epoch} step \d+ \[\d+/\d+\] loss (\S+)", text, re.M)
+def last_run(out, kind=None):
+    """The events of the newest run in ``out`` (from its ``resume`` event on: a resumed run appends to the file)."""
+    found = events.read(out)
+    starts = [i for i, e in enumerate(found) if e["event"] == "resume"]
+    found = found[starts[-1]:] if starts else found
+    return [e for e in found if kind is None or e["event"] == kind]
+
+
+def step_losses(out, epoch, newest=True):
+    """Step losses in ``epoch`` (of the newest run, or of every run in ``out``) as the progress lines print them."""
+    found = last_run(out, "step") if newest else events.read(out, "step")
+    return [f"{e['loss']:.4f}" for e in found if e["epoch"] == epoch]
 
 
 @pytest.fixture(scope="session")
@@ -60,11 +72,7 @@ def digits():
 @pytest.fixture(scope="session")
 def noise(tmp_path_factory):
     """Random-noise CIFAR-10 files (64 train / 16 test) from the repo's own builder."""
-    out = tmp_path_factory.mktemp("noise")
-    proc = run([sys.executable, ROOT / "ci" / "make_data.py", "--noise", "--out", out, "--n_train", "64",
-                "--n_test", "16", "--formats", "cifar10"], timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return make_noise(tmp_path_factory.mktemp("noise"), "cifar10", n_train=64, n_test=16)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +91,7 @@ def runs(noise, tmp_path_factory):
                               cwd=RECIPE, env=env(), stdout=open(victim_log, "w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
-        while not step_losses(victim_log.read_text(), 2):  # the epoch-1 checkpoint is written before this
+        while not step_losses(victim_out, 2):  # the epoch-1 checkpoint is written before this
             assert victim.poll() is None, "the run to be killed ended early:\n" + victim_log.read_text()[-2000:]
             assert time.time() < deadline, "no second epoch within 400 s"
             time.sleep(0.05)

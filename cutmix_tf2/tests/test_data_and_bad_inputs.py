@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
+from common import cli
 from conftest import RECIPE, run, train_cmd
 from src.data import load_arrays, one_hot, shard
 
@@ -101,7 +102,8 @@ def test_shell_script_requires_data_path_and_a_known_device(digits):
 @pytest.mark.parametrize("flag", ["--over_dump=True", "--profiling=True", "--use_mixlist=True"])
 def test_npu_debugging_flags_are_refused_off_npu(flag, noise, tmp_path, capsys):
     import train
-    rc = train.main([f"--data_dir={noise}", f"--output_path={tmp_path / 'out'}", "--device=cpu", flag])
+    rc = cli.guard(train.main, [f"--data_dir={noise}", f"--output_path={tmp_path / 'out'}", "--device=cpu", flag],
+                   errors=train.ERRORS)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and flag.split("=")[0] in err[0] and "no effect on cpu" in err[0]
     assert not (tmp_path / "out").exists()

@@ -8,43 +8,28 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import numpy as np
 import pytest
 
+from common import events
 from common.banner import parse_banner
+from common.testing import free_port, write_rank_table
 from conftest import RECIPE, env
-
-TABLE = {"version": "1.0", "server_count": "1", "status": "completed",
-         "server_list": [{"server_id": "127.0.0.1", "host_nic_ip": "reserve", "device": [
-             {"device_id": "0", "device_ip": "192.98.92.10", "rank_id": "0"},
-             {"device_id": "1", "device_ip": "192.98.92.11", "rank_id": "1"}]}]}
-
-
-def _free_port():
-    # two consecutive free ports (worker r listens on port + r)
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 def _cmd(noise, tmp_path, *extra):
-    table = tmp_path / "rank_table.json"
-    table.write_text(json.dumps(TABLE))
+    table = write_rank_table(tmp_path / "rank_table.json", 2)
     return ["bash", str(RECIPE / "test" / "train_performance_8p.sh"), f"--data_path={noise}",
-            f"--rank_table={table}", f"--output_path={tmp_path / 'out'}", "--device=cpu", f"--port={_free_port()}",
-            *extra]
+            f"--rank_table={table}", f"--output_path={tmp_path / 'out'}", "--device=cpu",
+            f"--port={free_port(consecutive=2)}", *extra]  # worker r listens on port + r
+
+
+def _by_rank(out, kind):
+    """The last ``kind`` event of each rank in ``out``: {rank: event}."""
+    return {e["rank"]: e for e in events.read(out, kind)}
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +62,8 @@ def _epoch_losses(out):
         return [float(row["train_loss"]) for row in csv.DictReader(fh)]
 
 
-def _first_step_loss(text):
-    return float(re.search(r"^epoch 1 step 1 \[\d+/\d+\] loss (\S+)", text, re.M).group(1))
+def _first_step_loss(out):
+    return next(e["loss"] for e in events.read(out, "step") if e["epoch"] == 1 and e["step"] == 1)
 
 
 def test_two_workers_match_one_process_on_the_same_global_batch(mirrored_pairs, tmp_path):
@@ -120,21 +105,17 @@ def test_two_workers_match_one_process_on_the_same_global_batch(mirrored_pairs, 
     assert losses_two[1:] == pytest.approx(losses_one[1:], abs=0.02)
     assert losses_one[2] < losses_one[0] - 0.5  # the steps did train, so the later losses compare updates
     # the per-step progress line is the global mean under the strategy too, not the sum over workers
-    assert _first_step_loss(two.stdout) == pytest.approx(_first_step_loss(one_stdout), abs=2e-4)
-    logs = [(two_out / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
-    weights = [re.search(r"final weights sha256 (\w+)", t).group(1) for t in logs]
-    assert weights[0] == weights[1]
+    assert _first_step_loss(two_out) == pytest.approx(_first_step_loss(one_out), abs=2e-4)
+    initial = _by_rank(two_out, "initial_weights")
+    assert initial[0]["digest"] == initial[1]["digest"] == _by_rank(one_out, "initial_weights")[0]["digest"]
+    final = _by_rank(two_out, "checkpoint")  # each worker's last: its final weights
+    assert final[0]["global_step"] == final[1]["global_step"] == 3 and final[0]["digest"] == final[1]["digest"]
 
 
 def test_two_servers_on_loopback_see_different_data_and_end_with_identical_weights(noise, tmp_path):
     """A two-node table (127.0.0.1 and 127.0.0.2, one device each): one launcher per "server"."""
-    table = tmp_path / "two_servers.json"
-    table.write_text(json.dumps({**TABLE, "server_count": "2", "server_list": [
-        {"server_id": "127.0.0.1", "host_nic_ip": "reserve",
-         "device": [{"device_id": "0", "device_ip": "192.98.92.10", "rank_id": "0"}]},
-        {"server_id": "127.0.0.2", "host_nic_ip": "reserve",
-         "device": [{"device_id": "0", "device_ip": "192.98.92.11", "rank_id": "1"}]}]}))
-    port = _free_port()
+    table = write_rank_table(tmp_path / "two_servers.json", 1, servers=("127.0.0.1", "127.0.0.2"))
+    port = free_port(consecutive=2)
     procs = [subprocess.Popen(["bash", str(RECIPE / "test" / "train_performance_8p.sh"), f"--data_path={noise}",
                                f"--rank_table={table}", f"--server_index={i}", f"--output_path={tmp_path / f'node{i}'}",
                                "--device=cpu", f"--port={port}", "--train_epochs=1", "--batch_size=8",
@@ -151,7 +132,7 @@ def test_two_servers_on_loopback_see_different_data_and_end_with_identical_weigh
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     logs = [(tmp_path / f"node{r}" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
     shards = [re.search(r"shard sha256 (\w+)", t).group(1) for t in logs]
-    weights = [re.search(r"final weights sha256 (\w+)", t).group(1) for t in logs]
+    weights = [_by_rank(tmp_path / f"node{r}", "checkpoint")[r]["digest"] for r in (0, 1)]  # the final weights
     assert shards[0] != shards[1] and weights[0] == weights[1]
     assert parse_banner(outs[0])["images_per_sec"] > 0 and "Final result" not in outs[1]
     record = json.loads((tmp_path / "node0" / "cutmix_ID2502_for_TensorFlow2.X_bs8_2p_dynamic_eval_perf.json").read_text())
@@ -189,7 +170,8 @@ def test_killing_a_rank_ends_the_job_non_zero(noise, tmp_path):
 
 def test_bad_rank_table_fails_before_any_worker_starts(noise, tmp_path):
     cmd = _cmd(noise, tmp_path)
-    (tmp_path / "rank_table.json").write_text(json.dumps({**TABLE, "server_count": "2"}))
+    table = json.loads((tmp_path / "rank_table.json").read_text())
+    (tmp_path / "rank_table.json").write_text(json.dumps({**table, "server_count": "2"}))
     proc = subprocess.run(cmd, cwd=RECIPE, env=env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "server_count" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out" / "rank_0").exists()

@@ -1,11 +1,13 @@
 """One short run through test/train_performance_1p.sh, then eval and export from what it saved."""
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common import cputune
+from common import cli, cputune, events
+from common.digest import weights_digest
 from common.banner import parse_banner
 from common.runrecord import CASE_LOG_KEYS
 from src import checkpointing
@@ -39,6 +41,30 @@ def test_banner_record_and_log(e2e):
     assert list(case_log) == CASE_LOG_KEYS and case_log["CaseName"] == CASE
     log = (out / "train_0.log").read_text()
     assert "TimeHistory:" in log and "val_accuracy" in log and "Final result" in log
+
+
+def test_events_record_resume_initial_weights_steps_and_checkpoints(e2e):
+    """events.jsonl: what ci/kill_trials.py and the other tests read instead of log lines."""
+    _, out = e2e
+    found = events.read(out)
+    kinds = [e["event"] for e in found]
+    assert kinds[:2] == ["resume", "initial_weights"] and kinds[-2:] == ["cpu_tuning", "finished"]
+    resume = found[0]
+    assert resume["checkpoint"] is None and resume["epoch"] == 0 and resume["global_step"] == 0
+    steps = events.read(out, "step")  # --log_steps=1: one per step, as the progress lines
+    assert [(e["epoch"], e["step"], e["global_step"]) for e in steps] == \
+        [(1 + g // 8, 1 + g % 8, g + 1) for g in range(16)]
+    ckpts = events.read(out, "checkpoint")
+    assert [(e["epoch"], e["global_step"]) for e in ckpts] == [(1, 8), (2, 16)]
+    assert [Path(e["path"]).resolve() for e in ckpts] == [(out / "checkpoints" / f"epoch_000{i}").resolve()
+                                                          for i in (1, 2)]
+    # the initial weights' digest is that of the saved initial_weights.h5 (trainable weights, model order)
+    import tf_keras as keras
+
+    from src.model import resnet_v1
+    model = resnet_v1()
+    model.load_weights(str(out / "initial_weights.h5"))
+    assert found[1]["digest"] == weights_digest(w.numpy() for w in model.trainable_weights)
 
 
 def test_summary_curves_and_samples(e2e):
@@ -87,7 +113,8 @@ def test_export_h5_savedmodel_onnx_match_keras(e2e, digits, tmp_path):
 
 def test_eval_of_a_missing_checkpoint_fails_with_one_line(digits, tmp_path, capsys):
     import eval as evaluate
-    assert evaluate.main([f"--data_dir={digits}", f"--checkpoint={tmp_path / 'none'}"]) == 2
+    assert cli.guard(evaluate.main, [f"--data_dir={digits}", f"--checkpoint={tmp_path / 'none'}"],
+                     errors=evaluate.ERRORS) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none" in err[0]
 

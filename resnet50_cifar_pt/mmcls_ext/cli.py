@@ -1,9 +1,18 @@
-"""What the three entry points (tools/train.py, test.py, export.py) share: config loading and the
-one-line error exit."""
+"""What the three entry points (tools/train.py, test.py, export.py) share: config loading and the errors
+that end them with one line and exit status 2 (through ``common.cli``)."""
 from __future__ import annotations
 
 import os
-import sys
+
+from mmcv import DictAction
+
+from common.checkpoint import CheckpointError
+from common.cifar import DatasetError
+
+from .device import DeviceError
+
+# the expected failures of every entry point: a missing file, a damaged dataset or checkpoint, a missing device
+ERRORS = (DatasetError, CheckpointError, DeviceError, FileNotFoundError)
 
 
 def load_config(path, cfg_options=None):
@@ -17,10 +26,10 @@ def load_config(path, cfg_options=None):
     return cfg
 
 
-def run(fn, args, errors) -> int:
-    """``fn(args)``; an expected error (``errors``) becomes one ``ERROR:`` line and exit status 2."""
-    try:
-        return fn(args)
-    except errors as exc:
-        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        return 2
+class MergeDictAction(DictAction):
+    """Repeated --cfg-options accumulate (a script's overrides plus the user's) instead of replacing."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = dict(getattr(namespace, self.dest, None) or {})
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, self.dest, {**before, **getattr(namespace, self.dest)})

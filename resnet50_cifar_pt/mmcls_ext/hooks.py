@@ -9,9 +9,12 @@ import numpy as np
 import torch
 from mmcv.runner import HOOKS, Hook, OptimizerHook
 
+from common import events
 from common.progress import Progress
 from common.summary import EpochSummary, plot_curves
-from mmcls.core import EvalHook
+from mmcls.core import DistEvalHook, EvalHook
+
+from .parallel import param_digest
 
 
 @HOOKS.register_module()
@@ -78,6 +81,18 @@ class RankZeroEvalHook(EvalHook):
         self.latest_results = results
         runner.log_buffer.output["eval_iter_num"] = len(self.dataloader)
         self.evaluate(runner, results)
+
+
+def validate(val_loader, eval_cfg: dict, distributed: bool, device: str) -> Hook:
+    """The validation after each training epoch, as the eval hook the runner calls at the epoch's end.
+
+    One process: mmcls' EvalHook; several: its DistEvalHook (every rank evaluates a shard), except on CPU
+    where its result gathering needs CUDA and rank 0 evaluates the whole set (``RankZeroEvalHook``).
+    """
+    eval_cfg = dict(eval_cfg, by_epoch=True)
+    if distributed and device == "cpu":
+        return RankZeroEvalHook(val_loader, **eval_cfg)
+    return (DistEvalHook if distributed else EvalHook)(val_loader, **eval_cfg)
 
 
 class ThroughputHook(Hook):
@@ -184,3 +199,26 @@ class ProgressHook(Hook):
 
     def after_train_epoch(self, runner):
         self.progress.end_epoch()
+
+
+class EventsHook(Hook):
+    """``common.events`` of the training loop: ``initial_weights`` before the first step and ``step`` at the
+    logger's interval (mmcv's ``Epoch [e][s/n]`` line), into ``out_dir``. Register it on one rank only.
+
+    ``initial_digest`` is kept for the run record. ``resume`` comes from tools/train.py, ``checkpoint`` from
+    the runner's save.
+    """
+
+    def __init__(self, out_dir, interval: int = 1, rank: int = 0):
+        self.out_dir, self.interval, self.rank = Path(out_dir), max(1, int(interval)), int(rank)
+        self.initial_digest = None
+
+    def before_run(self, runner):
+        self.initial_digest = param_digest(runner.model)
+        events.emit(self.out_dir, "initial_weights", rank=self.rank, digest=self.initial_digest)
+
+    def after_train_iter(self, runner):
+        if self.every_n_inner_iters(runner, self.interval):
+            # the runner counts this step into runner.iter only after its after_train_iter hooks
+            events.emit(self.out_dir, "step", rank=self.rank, epoch=runner.epoch + 1, step=runner.inner_iter + 1,
+                        global_step=runner.iter + 1, loss=float(runner.outputs["log_vars"]["loss"]))

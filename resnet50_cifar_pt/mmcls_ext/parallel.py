@@ -7,9 +7,12 @@ MMDistributedDataParallel assumes CUDA and relies on DDP internals of older torc
 """
 from __future__ import annotations
 
+import torch
 from mmcls.utils import wrap_distributed_model, wrap_non_distributed_model
 from mmcv.parallel import scatter_kwargs
 from torch.nn.parallel import DistributedDataParallel
+
+from common.digest import weights_digest
 
 
 class StepDDP(DistributedDataParallel):
@@ -33,3 +36,14 @@ def wrap_model(model, device: str, distributed: bool, local_index: int = 0):
     if device == "cuda":
         return StepDDP(model.cuda(local_index), device_ids=[local_index], broadcast_buffers=False)
     return StepDDP(model.cpu(), broadcast_buffers=False)
+
+
+def unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def param_digest(model) -> str:
+    """``common.digest.weights_digest`` of every parameter, in module order (the same on every rank when
+    data parallelism is right, and for the same seed on 1 device and N)."""
+    with torch.no_grad():
+        return weights_digest(p.detach().float().cpu().numpy() for p in unwrap(model).parameters())

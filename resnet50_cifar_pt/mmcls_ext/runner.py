@@ -1,10 +1,12 @@
 """``ZooEpochBasedRunner``: mmcv's ``EpochBasedRunner`` with the changes this recipe needs.
 
-- checkpoints are written atomically and ``latest.pth`` is re-pointed in one rename;
+- ``train_one_epoch`` is the epoch of training (mmcv's workflow calls it by its name there, ``train``);
+- checkpoints are written atomically, ``latest.pth`` is re-pointed in one rename, and each complete save is a
+  ``checkpoint`` event (``common.events``) in the work dir;
 - ``resume`` reads the checkpoint with ``weights_only=True`` and does not execute the config text stored
   in it (mmcv's ``resume`` rebuilds that config with ``Config.fromstring``, i.e. runs Python from the file);
 - the training forward pass can run under an autocast context (``--amp``) and the AMP loss scaler's state
-  travels with the checkpoint;
+  travels with the checkpoint; both are constructor arguments;
 - no fixed 2 s sleep at each train/val epoch start (mmcv's guard against a data-loader deadlock with
   non-persistent workers; the loaders here keep their workers).
 """
@@ -15,13 +17,24 @@ from pathlib import Path
 import torch
 from mmcv.runner import RUNNERS, EpochBasedRunner
 
+from common import events
+
 from .checkpoint import point_latest, save_checkpoint
 
 
 @RUNNERS.register_module()
 class ZooEpochBasedRunner(EpochBasedRunner):
-    autocast = None      # zero-argument callable returning a context manager, set by tools/train.py
-    grad_scaler = None   # torch.amp.GradScaler when fp16 autocast is on
+    """``autocast``: a zero-argument callable returning the context the training forward runs in (None: none);
+    ``grad_scaler``: the torch.amp.GradScaler of fp16 autocast, saved and restored with the checkpoints;
+    ``timestamp``: names the log files (mmcv's ``<timestamp>.log.json`` beside the recipe's ``<timestamp>.log``).
+    """
+
+    def __init__(self, *args, autocast=None, grad_scaler=None, timestamp=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.autocast = autocast
+        self.grad_scaler = grad_scaler
+        if timestamp is not None:
+            self.timestamp = timestamp
 
     def run_iter(self, data_batch, train_mode, **kwargs):
         if train_mode and self.autocast is not None:
@@ -43,12 +56,15 @@ class ZooEpochBasedRunner(EpochBasedRunner):
                 self._iter += 1
         self.call_hook(f"after_{phase}_epoch")
 
-    def train(self, data_loader, **kwargs):
+    def train_one_epoch(self, data_loader, **kwargs):
+        """One epoch of training; the eval hook (``mmcls_ext.hooks.validate``) runs at its end."""
         self.model.train()
         self.mode = "train"
         self._max_iters = self._max_epochs * len(data_loader)
         self._loop(data_loader, "train", **kwargs)
         self._epoch += 1
+
+    train = train_one_epoch  # the name mmcv's workflow [("train", 1)] calls
 
     def val(self, data_loader, **kwargs):
         self.model.eval()
@@ -68,6 +84,8 @@ class ZooEpochBasedRunner(EpochBasedRunner):
         save_checkpoint(self.model, path, self.optimizer if save_optimizer else None, meta)
         if create_symlink:
             point_latest(path, Path(out_dir) / "latest.pth")
+        events.emit(self.work_dir or out_dir, "checkpoint", rank=self.rank, path=str(Path(path).resolve()),
+                    epoch=self.epoch + 1, global_step=self.iter)
 
     def resume(self, checkpoint, resume_optimizer=True, map_location="cpu"):
         ckpt = self.load_checkpoint(checkpoint, map_location="cpu")

@@ -1,6 +1,7 @@
 # Sourced by test/train_*.sh after common/sh/env.sh and mz_parse_test_args: turns the Ascend flags into
 # one tools/train.py command line. Hyper-parameters stay in the configs; a script names its config, its
-# default batch and the overrides the original script passed (--cfg-options).
+# default batch and the overrides the original script passed (--cfg-options). R50_PERF=1 (the
+# train_performance_*.sh scripts) passes --perf: the run record is <CaseName>_perf instead of _acc.
 
 # r50_args CONFIG DEFAULT_BATCH [cfg-option ...]  -> R50_ARGS
 r50_args() {
@@ -10,6 +11,7 @@ r50_args() {
             --cfg-options "data.samples_per_gpu=$batch" "$@")
   if [ -n "$train_epochs" ]; then R50_ARGS+=("runner.max_epochs=$train_epochs"); fi
   if [ -n "$train_steps" ]; then R50_ARGS+=(--train-steps "$train_steps"); fi
+  if [ -n "${R50_PERF:-}" ]; then R50_ARGS+=(--perf); fi
   R50_ARGS+=("${MZ_EXTRA_ARGS[@]}")
 }
 

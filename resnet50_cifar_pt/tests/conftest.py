@@ -38,12 +38,14 @@ def train_cmd(work_dir, *extra, config=PERF_CONFIG, data=None):
 
 
 def entry(name):
-    """``main`` of ``tools/<name>.py``, loaded in this process (saves a torch + mmcls start-up per call)."""
+    """``tools/<name>.py`` as its ``__main__`` runs it, in this process (saves a torch + mmcls start-up per
+    call): ``argv -> exit status`` through ``common.cli.guard``, the guard of ``cli.run``."""
     import importlib.util
+    from common import cli
     spec = importlib.util.spec_from_file_location(f"r50_tools_{name}", RECIPE / "tools" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.main
+    return lambda argv: cli.guard(mod.main, argv, errors=mod.ERRORS)
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +57,5 @@ def digits():
 
 @pytest.fixture(scope="session")
 def noise(tmp_path_factory):
-    out = tmp_path_factory.mktemp("noise")
-    r = subprocess.run([sys.executable, ROOT / "ci" / "make_data.py", "--noise", "--out", out, "--n_train", "40",
-                        "--n_test", "12", "--formats", "cifar100"], env=env(), capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return out
+    from common.testing import make_noise
+    return make_noise(tmp_path_factory.mktemp("noise"), "cifar100", n_train=40, n_test=12)

@@ -8,37 +8,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from common import events
 from common.banner import HEADER, parse_banner
+from common.testing import free_port, write_rank_table
 from conftest import RECIPE, env
 
 SCRIPT = RECIPE / "test" / "train_performance_8p.sh"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _table(path, servers):
-    rank, server_list = 0, []
-    for sid, n in servers:
-        devices = []
-        for d in range(n):
-            devices.append({"device_id": str(d), "device_ip": f"192.98.92.{10 + rank}", "rank_id": str(rank)})
-            rank += 1
-        server_list.append({"server_id": sid, "device": devices, "host_nic_ip": "reserve"})
-    path.write_text(json.dumps({"version": "1.0", "server_count": str(len(servers)), "server_list": server_list,
-                                "status": "completed"}))
-    return path
 
 
 def _args(digits, out, table, steps, *extra, script=SCRIPT):
@@ -77,10 +58,10 @@ def twin_shards(digits, tmp_path_factory):
 
 
 def _train_losses(work_dir):
-    logs = list(Path(work_dir).glob("*.log.json"))
-    assert len(logs) == 1, logs
-    rows = [json.loads(line) for line in logs[0].read_text().splitlines() if '"mode": "train"' in line]
-    return [row["loss"] for row in rows]
+    """The losses of the "step" events, at the 5 decimals of mmcv's log that the tolerances below were set for."""
+    steps = events.read(work_dir, "step")
+    assert len({e["pid"] for e in steps}) == 1 and {e["rank"] for e in steps} == {0}, steps  # one run, rank 0
+    return [round(e["loss"], 5) for e in steps]
 
 
 # 1-device parity: no augmentation (random crop and flip draw per process), one step per epoch over the whole
@@ -102,10 +83,10 @@ def test_two_servers_on_loopback_train_in_step_on_different_data_and_match_one_d
     (measured: 3e-4 at step 2, 0.023 at step 3); a sum instead of a mean of gradients (a doubled lr) moves
     step 2 by 0.7.
     """
-    table = _table(tmp_path / "rank_table.json", [("127.0.0.1", 1), ("127.0.0.2", 1)])
+    table = write_rank_table(tmp_path / "rank_table.json", 1, servers=("127.0.0.1", "127.0.0.2"))
     # torchrun sets OMP_NUM_THREADS=1 only for several processes per node; here two "nodes" and the 1-device
     # run share 2 cores, where spinning OpenMP threads would make every step many times slower
-    e = dict(env(), PORT=str(_free_port()), OMP_NUM_THREADS="1")
+    e = dict(env(), PORT=str(free_port()), OMP_NUM_THREADS="1")
     outs = [tmp_path / f"server{i}" for i in range(2)]
     one_dir = tmp_path / "one"
     one = subprocess.Popen(_args(twin_shards, one_dir, table, 1, "--batch_size=8", "--seed=0", *PARITY,
@@ -134,6 +115,8 @@ def test_two_servers_on_loopback_train_in_step_on_different_data_and_match_one_d
 
     single = json.loads((one_dir / "Resnet50_cifar_for_PyTorch_bs8_1p_perf.json").read_text())
     assert record["initial_param_digest"] == single["initial_param_digest"]
+    assert events.last(outs[0], "initial_weights")["digest"] == events.last(one_dir, "initial_weights")["digest"] \
+        == single["initial_param_digest"]
     two, one_device = _train_losses(outs[0]), _train_losses(one_dir)
     assert len(two) == len(one_device) == 3
     assert two[0] == pytest.approx(one_device[0], abs=2e-5)
@@ -161,15 +144,14 @@ def _local_rank(pid):
 
 
 def test_killing_one_rank_ends_the_job_with_an_error(digits, tmp_path):
-    table = _table(tmp_path / "rank_table.json", [("127.0.0.1", 2)])
+    table = write_rank_table(tmp_path / "rank_table.json", 2)
     out = tmp_path / "out"
-    proc = subprocess.Popen(_args(digits, out, table, 50), cwd=RECIPE, env=dict(env(), PORT=str(_free_port())),
+    proc = subprocess.Popen(_args(digits, out, table, 50), cwd=RECIPE, env=dict(env(), PORT=str(free_port())),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         victim, deadline = None, time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            logs = list(out.glob("*.log.json"))
-            if logs and '"mode": "train"' in logs[0].read_text():
+            if events.read(out, "step"):
                 victim = next((p for p in _descendants(proc.pid) if _local_rank(p) == 1), None)
                 if victim:
                     os.kill(victim, signal.SIGKILL)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import mmcls_ext  # noqa: F401  (CIFAR100Local, safe checkpoint loader)
-from common import cputune
+from common import cputune, events
 from common.banner import parse_banner
 from conftest import PERF_CONFIG, RECIPE, entry, run
 
@@ -51,6 +51,21 @@ def test_banner_and_run_record(perf_run):
     case_log = dict(line.split(" = ", 1) for line in (out / f"{CASE}.log").read_text().splitlines())
     assert case_log["CaseName"] == CASE and case_log["RankSize"] == "1" and case_log["BatchSize"] == "8"
     assert float(case_log["ActualFPS"]) == pytest.approx(banner["images_per_sec"], abs=0.01)
+
+
+def test_events_say_fresh_start_steps_and_checkpoint(perf_run):
+    out, _ = perf_run
+    kinds = [e["event"] for e in events.read(out)]
+    assert kinds == ["resume", "initial_weights"] + ["step"] * 4 + ["checkpoint", "cpu_tuning", "finished"]
+    (start,) = events.read(out, "resume")
+    assert start["checkpoint"] is None and (start["epoch"], start["global_step"]) == (0, 0)
+    steps = events.read(out, "step")
+    assert [(e["epoch"], e["step"], e["global_step"]) for e in steps] == [(1, s, s) for s in (1, 2, 3, 4)]
+    assert all(e["loss"] > 0 for e in steps)
+    (saved,) = events.read(out, "checkpoint")
+    assert saved["path"] == str((out / "epoch_1.pth").resolve()) and (saved["epoch"], saved["global_step"]) == (1, 4)
+    record = json.loads((out / f"{CASE}.json").read_text())
+    assert events.last(out, "initial_weights")["digest"] == record["initial_param_digest"]
 
 
 def test_checkpoints_summary_curves_and_tensorboard(perf_run):

@@ -17,6 +17,9 @@ for p in (RECIPE, RECIPE.parent):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from common import cli  # noqa: E402
+from mmcls_ext.cli import ERRORS  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Export an mmcls classifier checkpoint to ONNX")
@@ -32,10 +35,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from common.checkpoint import CheckpointError
-    from mmcls_ext.cli import run
-    return run(export, args, (CheckpointError, FileNotFoundError))
+    return export(parse_args(argv))
 
 
 def export(args) -> int:
@@ -85,11 +85,10 @@ def export(args) -> int:
     print(f"exported {out} ({out.stat().st_size / 1e6:.1f} MB); onnxruntime vs PyTorch on {len(x)} inputs: "
           f"max |diff| {diff:.3g}, same top-1 {same_top1}")
     if diff > args.atol or not same_top1:
-        print(f"ERROR: {out}: onnxruntime output differs from PyTorch (max |diff| {diff:.3g} > {args.atol})",
-              file=sys.stderr)
-        return 1
+        raise cli.RecipeError(f"{out}: onnxruntime output differs from PyTorch (max |diff| {diff:.3g} > "
+                              f"{args.atol}, same top-1 {same_top1})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, errors=ERRORS)

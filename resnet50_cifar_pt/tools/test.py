@@ -17,6 +17,9 @@ for p in (RECIPE, RECIPE.parent):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from common import cli  # noqa: E402
+from mmcls_ext.cli import ERRORS  # noqa: E402
+
 
 def parse_args(argv=None):
     from mmcv import DictAction
@@ -37,12 +40,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from common.checkpoint import CheckpointError
-    from common.cifar import DatasetError
-    from mmcls_ext.cli import run
-    from mmcls_ext.device import DeviceError
-    return run(evaluate, args, (DatasetError, CheckpointError, DeviceError, FileNotFoundError))
+    return evaluate(parse_args(argv))
 
 
 def evaluate(args) -> int:
@@ -87,4 +85,4 @@ def evaluate(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, errors=ERRORS)

@@ -8,6 +8,10 @@ which is what ``--auto-scale-lr`` addresses.
 
     python tools/train.py CONFIG [--work-dir DIR] [--data-path DIR] [--device auto|cpu|cuda|npu] ...
     torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch ...
+
+The steps, in the order every recipe of this repository runs them: parse_args, setup, create_model,
+create_data, create_optimizer, resume, train (mmcv's runner: ``train_one_epoch`` in mmcls_ext/runner.py, the
+``validate`` hook in mmcls_ext/hooks.py), summarize.
 """
 from __future__ import annotations
 
@@ -22,21 +26,35 @@ for p in (RECIPE, RECIPE.parent):  # mmcls_ext/ and the repo's common/
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+import torch  # noqa: E402
+from mmcls.apis import init_random_seed, set_random_seed  # noqa: E402
+from mmcls.datasets import build_dataset  # noqa: E402
+from mmcls.models import build_classifier  # noqa: E402
+
+import mmcls_ext  # noqa: E402,F401  (registers CIFAR100Local, the runner, the hooks, the safe loader)
+from common import cli, cputune, events, throughput  # noqa: E402
+from common.runrecord import case_name, finish_run  # noqa: E402
+from mmcls_ext import hooks, report, training  # noqa: E402
+from mmcls_ext.cli import ERRORS, MergeDictAction  # noqa: E402
+from mmcls_ext.parallel import unwrap, wrap_model  # noqa: E402
+from mmcls_ext.tuning import apply_memory_format, choose_memory_format  # noqa: E402
+
 NETWORK = "Resnet50_cifar_for_PyTorch"
 REFERENCE_GLOBAL_BATCH = 128  # the configs' lr is tuned for 8 devices x 16 images
 
 
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    ctx = setup(args)
+    model = create_model(args, ctx)
+    data = create_data(args, ctx)
+    model, optim = create_optimizer(args, ctx, model)
+    state = resume(args, ctx, model, optim)
+    result = train(args, ctx, data, optim, state)
+    return summarize(args, ctx, result)
+
+
 def parse_args(argv=None):
-    from mmcv import DictAction
-
-    class MergeDictAction(DictAction):
-        """Repeated --cfg-options accumulate (a script's overrides plus the user's) instead of replacing."""
-
-        def __call__(self, parser, namespace, values, option_string=None):
-            before = dict(getattr(namespace, self.dest, None) or {})
-            super().__call__(parser, namespace, values, option_string)
-            setattr(namespace, self.dest, {**before, **getattr(namespace, self.dest)})
-
     parser = argparse.ArgumentParser(description="Train a classifier (mmcls config)")
     parser.add_argument("config", help="train config file path")
     parser.add_argument("--work-dir", help="the dir to save logs, checkpoints, summaries and the run record")
@@ -71,280 +89,149 @@ def parse_args(argv=None):
                              "measured faster, on cuda/npu the original's contiguous (NCHW)")
     parser.add_argument("--auto-scale-lr", action="store_true",
                         help=f"scale optimizer.lr linearly by global batch / {REFERENCE_GLOBAL_BATCH}")
-    parser.add_argument("--train-steps", type=int, default=None,
-                        help="cap iterations per epoch by keeping the first steps x batch x ranks training samples")
+    parser.add_argument("--train-steps", "--train_steps", type=cli.positive_int, default=None,
+                        help=cli.TRAIN_STEPS_HELP + "; here: the first steps x batch x ranks training samples")
+    parser.add_argument("--perf", action="store_true",
+                        help="a performance run: the run record is <CaseName>_perf instead of _acc "
+                             "(test/train_performance_*.sh pass it)")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
     parser.add_argument("--perf-report", action="store_true",
                         help="also write train_<CaseName>_perf_report.log as the original 8p scripts did")
     args = parser.parse_args(argv)
-    if args.train_steps is not None and args.train_steps <= 0:
-        parser.error(f"--train-steps must be positive, got {args.train_steps}")
     if args.resume_from and args.resume:
         parser.error("--resume-from and --resume are alternatives; give one")
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from common.cifar import DatasetError
-    from common.checkpoint import CheckpointError
-    from mmcls_ext.cli import run
-    from mmcls_ext.device import DeviceError
-    return run(train, args, (DatasetError, CheckpointError, DeviceError, FileNotFoundError))
-
-
-def train(args) -> int:
-    import mmcv
-    import torch
-    import torch.distributed as dist
-    from mmcv.runner import DistSamplerSeedHook, build_optimizer, build_runner
-    from mmcls import __version__ as mmcls_version
-    from mmcls.apis import init_random_seed, set_random_seed
-    from mmcls.core import DistEvalHook, EvalHook
-    from mmcls.datasets import build_dataloader, build_dataset
-    from mmcls.models import build_classifier
-    from common import cputune
-    from mmcls_ext.tuning import apply_memory_format, choose_memory_format
-    from mmcls.utils import get_root_logger
-
-    import mmcls_ext  # noqa: F401  (registers CIFAR100Local, the runner, the hooks, the safe loader)
-    from common.runrecord import case_name, finish_run
-    from common.throughput import ThroughputMeter
-    from mmcls_ext import hooks
-    from mmcls_ext.checkpoint import find_resume
-    from mmcls_ext.cli import load_config
-    from mmcls_ext.device import dist_backend, resolve_device, set_local_device
-    from mmcls_ext.parallel import wrap_model
-
-    # -- config ---------------------------------------------------------------------------------
-    cfg = load_config(args.config, args.cfg_options)
-    if args.data_path:
-        for split in ("train", "val", "test"):
-            cfg.data[split].data_prefix = args.data_path
-    cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(args.config).stem)
-    config_stem = Path(args.config).stem
-
-    # -- device, distributed, seed --------------------------------------------------------------
-    device = resolve_device(args.device)
-    distributed = args.launcher == "pytorch"
-    if distributed:
-        local_index = int(os.environ.get("LOCAL_RANK", args.local_rank))
-        set_local_device(device, local_index)
-        dist.init_process_group(backend=dist_backend(device))
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-    else:
-        local_index, rank, world_size = args.gpu_id, 0, 1
-        set_local_device(device, local_index)
+def setup(args) -> training.Context:
+    """Config, device and ranks, seed, the CPU-tuning line; checks the checkpoint named to resume from. Writes
+    nothing: resume() makes the work dir and its log, once create_data() has read the inputs."""
+    cfg = training.load_run_config(args)
+    device, distributed, local_index, rank, world_size = training.init_processes(args)
     cfg.device = device
-    cfg.gpu_ids = [local_index] if not distributed else list(range(world_size))
-    samples_per_gpu = int(cfg.data.samples_per_gpu)
-    global_batch = samples_per_gpu * world_size
+    cfg.gpu_ids = list(range(world_size)) if distributed else [local_index]
     if args.auto_scale_lr:
-        cfg.optimizer.lr = cfg.optimizer.lr * global_batch / REFERENCE_GLOBAL_BATCH
-    if args.train_steps:
-        cfg.data.train.max_samples = args.train_steps * global_batch
+        cfg.optimizer.lr = cfg.optimizer.lr * int(cfg.data.samples_per_gpu) * world_size / REFERENCE_GLOBAL_BATCH
     seed = init_random_seed(args.seed, device=device)
     seed = seed + rank if args.diff_seed else seed
     set_random_seed(seed, deterministic=args.deterministic)
     cfg.seed = seed
-
-    # -- inputs are read and checked before anything is written --------------------------------
     for explicit in (args.resume_from, args.resume if args.resume != "auto" else None):
         if explicit and not os.path.isfile(explicit):
             raise FileNotFoundError(f"{explicit}: checkpoint to resume from not found")
-    train_set = build_dataset(cfg.data.train)
-    val_set = None if args.no_validate else build_dataset(cfg.data.val, dict(test_mode=True))
-
-    # -- work dir, logger ------------------------------------------------------------------------
-    work_dir = Path(cfg.work_dir).resolve()
-    cfg.work_dir = str(work_dir)
-    if rank == 0:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(str(work_dir / Path(args.config).name))
-    timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
-    logger = get_root_logger(log_file=str(work_dir / f"{timestamp}.log") if rank == 0 else None,
-                             log_level=cfg.log_level)
-    logger.info(f"device {device}, ranks {world_size}, seed {seed}, global batch {global_batch}, "
-                f"lr {cfg.optimizer.lr:g}\nConfig:\n{cfg.pretty_text}")
-    meta = dict(seed=seed, exp_name=Path(args.config).name, config=cfg.pretty_text,
-                env_info=f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmcls {mmcls_version}")
-
-    # -- model ------------------------------------------------------------------------------------
-    model = build_classifier(cfg.model)
-    model.init_weights()
-    model.CLASSES = train_set.CLASSES
-    # the seeded initial weights, recorded so that runs (e.g. 1 device vs N ranks) can be shown to start alike
-    init_digest = _param_digest(model)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     memory_format = choose_memory_format(args.memory_format, device, cfg.model)
     cputune.record("threads", torch.get_num_threads(), "rule", note="torch's intra-op default")
     if rank == 0:
         cputune.announce()  # the CPU and what was probed on it (the memory format)
-    if device == "cuda":
-        model = model.cuda(local_index)
-    elif device == "npu":
+    return training.Context(cfg=cfg, config_path=Path(args.config), device=device, distributed=distributed,
+                            local_index=local_index, rank=rank, world_size=world_size, seed=seed,
+                            memory_format=memory_format, work_dir=Path(cfg.work_dir),
+                            timestamp=time.strftime("%Y%m%d_%H%M%S", time.localtime()))
+
+
+def create_model(args, ctx):
+    """ResNet-50 (CIFAR stem) from the config with its seeded initial weights, on the device, in the memory
+    format setup() chose."""
+    model = build_classifier(ctx.cfg.model)
+    model.init_weights()
+    if ctx.device == "cuda":
+        model = model.cuda(ctx.local_index)
+    elif ctx.device == "npu":
         model = model.npu()
-    model = apply_memory_format(model, memory_format)
+    return apply_memory_format(model, ctx.memory_format)
 
-    # -- loaders ------------------------------------------------------------------------------------
-    workers = int(cfg.data.workers_per_gpu)
-    loader_cfg = dict(samples_per_gpu=samples_per_gpu, workers_per_gpu=workers, num_gpus=1, dist=distributed,
-                      round_up=True, seed=seed, pin_memory=device != "cpu",
-                      persistent_workers=bool(cfg.data.get("persistent_workers", True)) and workers > 0)
-    train_loader = build_dataloader(train_set, **loader_cfg)
 
-    # -- optimiser, mixed precision, wrapper --------------------------------------------------------
-    amp = args.amp if args.amp is not None else device in ("cuda", "npu")
-    use_apex = amp and device == "npu" and _importable("apex")
-    if use_apex:
-        # what the Ascend original ran: fused SGD (weight decay on every parameter, as the config's SGD)
-        from apex import amp as apex_amp
-        from apex.optimizers import NpuFusedSGD
-        o = cfg.optimizer
-        optimizer = NpuFusedSGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        model, optimizer = apex_amp.initialize(model, optimizer, opt_level="O2", loss_scale=1024, combine_grad=True)
-    else:
-        optimizer = build_optimizer(model, cfg.optimizer)
-    model = wrap_model(model, device, distributed, local_index)
+def create_data(args, ctx) -> training.Data:
+    """The training loader and, unless --no-validate, the validation loader. Reading the data here, before
+    anything is written, makes a missing or damaged dataset end the run with nothing on disk."""
+    cfg = ctx.cfg
+    if args.train_steps:
+        # at most N steps per epoch: the first N global batches of the training set, the same ones every epoch
+        cfg.data.train.max_samples = args.train_steps * ctx.global_batch
+    train_set = build_dataset(cfg.data.train)
+    val_set = None if args.no_validate else build_dataset(cfg.data.val, dict(test_mode=True))
+    train_loader, val_loader = training.build_loaders(ctx, train_set, val_set)
+    return training.Data(train_set, train_loader, val_loader,
+                         steps_per_epoch=cli.steps_per_epoch(len(train_loader), args.train_steps))
 
-    # -- runner and hooks -------------------------------------------------------------------------
-    cfg.runner.type = "ZooEpochBasedRunner"
-    runner = build_runner(cfg.runner, default_args=dict(model=model, batch_processor=None, optimizer=optimizer,
-                                                        work_dir=str(work_dir), logger=logger, meta=meta))
-    runner.timestamp = timestamp
-    optimizer_config = dict(cfg.optimizer_config)
-    if use_apex:
-        optimizer_config = hooks.ApexOptimizerHook(**optimizer_config)
-    elif amp and device == "cpu":
-        runner.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    elif amp:
-        runner.grad_scaler = torch.amp.GradScaler(device, init_scale=1024.0)  # the original's static 1024 as start
-        runner.autocast = lambda: torch.autocast(device, dtype=torch.float16)
-        optimizer_config = hooks.AmpOptimizerHook(runner.grad_scaler, **optimizer_config)
-    if args.tensorboard:
-        cfg.log_config.hooks = list(cfg.log_config.hooks) + [dict(type="TensorboardLoggerHook")]
-    runner.register_training_hooks(cfg.lr_config, optimizer_config, cfg.checkpoint_config, cfg.log_config,
-                                   cfg.get("momentum_config", None), custom_hooks_config=cfg.get("custom_hooks"))
-    runner.register_hook(hooks.EpochSeedHook(seed, rank if args.diff_seed else 0), priority="VERY_HIGH")
-    if distributed:
-        runner.register_hook(DistSamplerSeedHook())
-    if val_set is not None:
-        eval_cfg = dict(cfg.get("evaluation", {}), by_epoch=True)
-        if distributed and device == "cpu":
-            val_loader = build_dataloader(val_set, **{**loader_cfg, "dist": False, "shuffle": False})
-            eval_hook = hooks.RankZeroEvalHook(val_loader, **eval_cfg)
-        else:
-            val_loader = build_dataloader(val_set, **{**loader_cfg, "shuffle": False, "round_up": False})
-            eval_hook = (DistEvalHook if distributed else EvalHook)(val_loader, **eval_cfg)
-        runner.register_hook(eval_hook, priority="LOW")
-    meter = ThroughputMeter(samples_per_gpu, warmup_steps=_warmup_steps(cfg.runner.max_epochs * len(train_loader)),
-                            world_size=world_size)
-    throughput = hooks.ThroughputHook(meter)
-    runner.register_hook(throughput, priority="LOW")  # after the optimiser step
 
-    # -- resume ---------------------------------------------------------------------------------------
-    resume_from = args.resume_from or cfg.get("resume_from")
-    if args.resume == "auto":
-        resume_from = find_resume(work_dir, log=logger.warning)
-        if resume_from is None:
-            logger.info(f"resume: no readable checkpoint in {work_dir}, starting from scratch")
-    elif args.resume:
-        resume_from = args.resume
-    summary = hooks.SummaryHook(work_dir, throughput, resume=bool(resume_from), write=rank == 0)
+def create_optimizer(args, ctx, model):
+    """(model, optim): the config's SGD (apex's fused SGD + O2 on an NPU with apex, as the original), the
+    mixed-precision step of --amp, and the model wrapped for one or several processes."""
+    model, optim = training.optimizer_and_amp(args.amp, ctx, model)
+    # after apex.amp.initialize, which must see the bare model
+    return wrap_model(model, ctx.device, ctx.distributed, ctx.local_index), optim
+
+
+def resume(args, ctx, model, optim) -> training.State:
+    """The runner (mmcv's loop, which owns the epoch and iteration counters) from scratch, from the config's
+    load_from weights, or from a checkpoint; the "resume" event says which."""
+    logger = training.open_work_dir(ctx)  # the inputs were read: from here on the run writes
+    runner = training.build_runner(ctx, model, optim, logger)
+    checkpoint = training.checkpoint_to_resume(args, ctx, logger)
+    if checkpoint:
+        runner.resume(str(checkpoint))
+    elif ctx.cfg.get("load_from"):
+        runner.load_checkpoint(ctx.cfg.load_from)
+    if ctx.rank == 0:
+        events.emit(ctx.work_dir, "resume", rank=ctx.rank, epoch=runner.epoch, global_step=runner.iter,
+                    checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
+    return training.State(runner, str(checkpoint) if checkpoint else None)
+
+
+def train(args, ctx, data, optim, state) -> training.Result:
+    """The epoch loop, run by mmcv's runner: ``train_one_epoch`` (mmcls_ext/runner.py), then at each epoch's end
+    the ``validate`` hook (mmcls_ext/hooks.py) and mmcv's checkpoint hook (the runner's ``save_checkpoint``,
+    which emits the "checkpoint" event). The hooks below time, summarise and emit the "step" events."""
+    runner, cfg = state.runner, ctx.cfg
+    unwrap(runner.model).CLASSES = data.train_set.CLASSES
+    training.register_training_hooks(args, ctx, runner, optim)
+    if data.val_loader is not None:
+        runner.register_hook(hooks.validate(data.val_loader, cfg.get("evaluation", {}), ctx.distributed,
+                                            ctx.device), priority="LOW")
+    epochs_to_run = max(1, cfg.runner.max_epochs - runner.epoch)
+    meter = throughput.ThroughputMeter(ctx.samples_per_gpu, world_size=ctx.world_size,
+                                       warmup_steps=throughput.warmup_steps(data.steps_per_epoch, epochs_to_run))
+    speed = hooks.ThroughputHook(meter)
+    runner.register_hook(speed, priority="LOW")  # after the optimiser step
+    summary = hooks.SummaryHook(ctx.work_dir, speed, resume=state.checkpoint is not None, write=ctx.rank == 0)
     runner.register_hook(summary, priority="LOW")  # after the eval hook, before the loggers
-    runner.register_hook(hooks.ProgressHook(samples_per_gpu, enabled=rank == 0), priority="LOW")
-    if resume_from:
-        runner.resume(str(resume_from))
-    elif cfg.get("load_from"):
-        runner.load_checkpoint(cfg.load_from)
+    runner.register_hook(hooks.ProgressHook(ctx.samples_per_gpu, enabled=ctx.rank == 0), priority="LOW")
+    emitter = hooks.EventsHook(ctx.work_dir, cfg.log_config.interval, ctx.rank)
+    if ctx.rank == 0:
+        runner.register_hook(emitter, priority="LOW")
+    runner.run([data.train_loader], cfg.workflow)
+    return training.Result(runner, optim, meter, speed, summary, emitter.initial_digest, data.train_loader,
+                           train_images=len(data.train_set))
 
-    # -- train ------------------------------------------------------------------------------------------
-    runner.run([train_loader], cfg.workflow)
 
-    # -- run record (rank 0) ------------------------------------------------------------------------
-    sync = _rank_consistency(runner.model, train_loader, logger) if distributed else {}
-    if rank == 0:
-        perf = config_stem.endswith("_perf")
-        case = case_name(NETWORK, global_batch, world_size, perf)
-        record = finish_run(output_dir=work_dir, network=NETWORK, case=case,
-                   framework="pytorch+mmcls", framework_version=f"torch {torch.__version__}, mmcv {mmcv.__version__}, "
-                                                                 f"mmcls {mmcls_version}",
-                   device=device, rank_size=world_size, batch_size=samples_per_gpu, params=params,
-                   epochs=cfg.runner.max_epochs, meter=meter, accuracy=summary.best_top1, loss=summary.last_loss,
-                   seed=seed, extra=dict(config=str(Path(args.config).resolve()), amp=bool(amp), memory_format=memory_format,
-                                         apex=bool(use_apex), lr=cfg.optimizer.lr, work_dir=str(work_dir),
-                                         data_prefix=str(cfg.data.train.data_prefix),
-                                         accuracy_metric="best top-1 over the per-epoch validations (fraction)",
-                                         eval_seconds=round(summary.eval_seconds, 3),
-                                         initial_param_digest=init_digest, **sync))
+def summarize(args, ctx, result) -> int:
+    """Rank 0: the banner and the run records (<CaseName>.log/.json; _perf with --perf, else _acc)."""
+    runner = result.runner
+    sync = report.rank_consistency(runner.model, result.train_loader, runner.logger) if ctx.distributed else {}
+    if ctx.rank == 0:
+        cfg, net = ctx.cfg, unwrap(runner.model)
+        case = case_name(NETWORK, ctx.global_batch, ctx.world_size, args.perf)
+        record = finish_run(
+            output_dir=ctx.work_dir, network=NETWORK, case=case, framework="pytorch+mmcls",
+            framework_version=training.framework_version(), device=ctx.device, rank_size=ctx.world_size,
+            batch_size=ctx.samples_per_gpu, params=sum(p.numel() for p in net.parameters() if p.requires_grad),
+            epochs=cfg.runner.max_epochs, meter=result.meter, accuracy=result.summary.best_top1,
+            loss=result.summary.last_loss, seed=ctx.seed,
+            extra=dict(config=str(ctx.config_path.resolve()), amp=result.optim.amp, memory_format=ctx.memory_format,
+                       apex=result.optim.apex, lr=cfg.optimizer.lr, work_dir=str(ctx.work_dir),
+                       data_prefix=str(cfg.data.train.data_prefix),
+                       accuracy_metric="best top-1 over the per-epoch validations (fraction)",
+                       eval_seconds=round(result.summary.eval_seconds, 3),
+                       initial_param_digest=result.initial_digest, **sync))
         if args.perf_report:
-            _write_perf_report(work_dir / f"train_{case}_perf_report.log", record, throughput, summary, len(train_set))
-    if distributed:
+            report.write_perf_report(ctx.work_dir / f"train_{case}_perf_report.log", record, result.throughput,
+                                     result.summary, result.train_images)
+    if ctx.distributed:
+        import torch.distributed as dist
         dist.destroy_process_group()
     return 0
 
 
-def _rank_consistency(model, train_loader, logger) -> dict:
-    """Digest of every rank's parameters and how many samples two ranks shared in the last epoch.
-
-    Data parallelism is only right if the first are all equal and the second is zero; both go into
-    the run record, and a mismatch is logged as an error.
-    """
-    import torch.distributed as dist
-    mine = dict(digest=_param_digest(model), indices=list(iter(train_loader.sampler)))
-    everyone = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    digests = [e["digest"] for e in everyone]
-    seen, shared = set(), 0
-    for e in everyone:
-        shared += len(seen & set(e["indices"]))
-        seen |= set(e["indices"])
-    if len(set(digests)) != 1 or shared:
-        logger.error(f"ranks out of step: {len(set(digests))} distinct parameter digests, {shared} shared samples")
-    else:
-        logger.info(f"ranks in step: identical parameters on all {len(digests)} ranks, no sample shared in the last epoch")
-    return dict(rank_param_digests=digests, rank_shared_samples=shared,
-                rank_samples_last_epoch=[len(e["indices"]) for e in everyone])
-
-
-def _param_digest(model) -> str:
-    """sha256 of every parameter (float32, in module order)."""
-    import hashlib
-
-    import torch
-    net = model.module if hasattr(model, "module") else model
-    with torch.no_grad():
-        flat = torch.cat([p.detach().float().reshape(-1).cpu() for p in net.parameters()])
-    return hashlib.sha256(flat.numpy().tobytes()).hexdigest()
-
-
-def _write_perf_report(path, record, throughput, summary, train_images: int) -> None:
-    """The original train_full_8p*.sh report, from measured times instead of scraped log text."""
-    from common.checkpoint import atomic_write_text
-    meter = throughput.meter
-    train_seconds = meter.warmup_seconds + meter.steady_seconds
-    images = train_images * record["epochs"]
-    rows = {
-        "train_training_time": f"{train_seconds:.2f}",
-        "train_eval_time": f"{summary.eval_seconds:.2f}",
-        "total_time": f"{record['e2e_seconds']:.0f}",
-        "training maximum images/sec": f"{record['global_batch_size'] / throughput.min_step_seconds:.2f}"
-        if throughput.min_step_seconds else "0",
-        "training average images/sec": f"{images / train_seconds:.2f}" if train_seconds else "0",
-        "end to end average images/sec": f"{images / record['e2e_seconds']:.2f}" if record["e2e_seconds"] else "0",
-    }
-    atomic_write_text(path, "".join(f"{k} : {v}\n" for k, v in rows.items()))
-
-
-def _warmup_steps(total_steps: int) -> int:
-    # the first iterations carry allocator growth and thread-pool start-up; keep up to 5 of them apart
-    return max(1, min(5, total_steps // 5))
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-    return importlib.util.find_spec(name) is not None
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, errors=ERRORS)

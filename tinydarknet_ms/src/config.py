@@ -8,21 +8,11 @@ import ast
 import os
 from pathlib import Path
 
+from common.cli import TRAIN_STEPS_HELP, non_negative_int, positive_int, str2bool
 from common.config import ConfigError, load_config_file, parse_args
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = RECIPE_DIR / "config" / "imagenet_config.yaml"
-
-
-def str2bool(v):
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes"):
-        return True
-    if s in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
 
 
 def int_list(v):
@@ -33,20 +23,6 @@ def int_list(v):
         return [int(x) for x in parsed if str(x).strip() != ""]
     except (ValueError, SyntaxError):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {v!r}") from None
-
-
-def positive_int(v):
-    n = int(v)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
-    return n
-
-
-def non_negative_int(v):
-    n = int(v)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v!r}")
-    return n
 
 
 # key: (type, default, help). The YAML files hold the original's values; these are the fallbacks.
@@ -73,7 +49,7 @@ KEYS = {
                                 "eval transforms (runs that must see the same pixels on every process)"),
     # optimisation
     "epoch_size": (positive_int, 500, "training epochs"),
-    "train_steps": (non_negative_int, 0, "cap on steps per epoch (0 = whole epoch); for short performance runs"),
+    "train_steps": (non_negative_int, 0, TRAIN_STEPS_HELP + "; 0 = unset"),
     "lr_init": (float, 0.1, "peak learning rate"),
     "lr_scheduler": (str, "exponential", "exponential (really multi-step) | cosine_annealing"),
     "lr_epochs": (int_list, [70, 140, 210, 280], "epochs at which 'exponential' multiplies the LR by lr_gamma"),
@@ -114,6 +90,12 @@ CHOICES = {
     "file_format": ("MINDIR", "ONNX", "AIR", "ALL"),
 }
 
+# train.py flags that are not config keys: what kind of run this is is said on the command line, not by a file
+TRAIN_FLAGS = {
+    "perf": "a performance run: the run record's CaseName ends in _perf instead of _acc (the "
+            "test/train_performance_*.sh scripts pass it)",
+}
+
 
 class OneLineParser(argparse.ArgumentParser):
     """Errors are one line (no usage dump), so a bad flag or config key is easy to spot in a log."""
@@ -123,12 +105,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(description, keys=None):
-    parser = OneLineParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config_path", default=str(DEFAULT_CONFIG), help="YAML config file")
     for key in keys or KEYS:
         typ, default, text = KEYS[key]
         parser.add_argument(f"--{key}", type=typ, default=default, choices=CHOICES.get(key), help=text)
+    if keys is None:  # train.py
+        for flag, text in TRAIN_FLAGS.items():
+            parser.add_argument(f"--{flag}", action="store_true", help=text)
     return parser
 
 
@@ -150,6 +134,8 @@ def get_config(argv=None, description="Tiny-DarkNet", keys=None, prog=None):
 
 
 def _coerce(path, key, value):
+    if key in TRAIN_FLAGS:
+        raise ConfigError(f"{path}: key '{key}' is a command-line flag (--{key}), not a config key")
     if key not in KEYS:
         return value  # left for common.config to reject with the file name
     typ = KEYS[key][0]

@@ -10,6 +10,7 @@ on (seed, epoch): a resumed run sees the same data as an uninterrupted one.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import mindspore as ms
@@ -26,6 +27,17 @@ STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 def find_split(path, split):
     """``path`` is the split folder itself or a folder holding ``split/`` (or ``imagenet/split/``)."""
     return resolve_split(path, split)
+
+
+def find_val_split(val_data_dir, data_path, train_dir):
+    """``val_data_dir`` if given (it must exist), else a val folder beside the train one, else None."""
+    if val_data_dir:
+        return find_split(val_data_dir, "val")
+    try:
+        val = find_split(data_path or str(Path(train_dir).parent), "val")
+    except ImageFolderError:
+        return None
+    return val if Path(val).resolve() != Path(train_dir).resolve() else None
 
 
 def load_samples(root, check=True, skip_bad=False, workers=1, log=print):

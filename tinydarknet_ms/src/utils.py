@@ -1,23 +1,14 @@
-"""Device choice, distributed start-up and checkpoint files shared by train.py, eval.py and export.py."""
-import glob
+"""Device choice, distributed start-up and the training checkpoints of train.py."""
 import importlib.util
 import os
-import re
 import shutil
-import sys
-from pathlib import Path
 
 import mindspore as ms
 
-from common.checkpoint import CheckpointError, atomic_write, latest_valid, remove_stale_temps
+from common.cli import RecipeError
+from common.ms import CheckpointSeries, load_ckpt, load_into, meta_value
 
 AMP_BY_DEVICE = {"Ascend": "O3", "GPU": "O2", "CPU": "O0"}  # the original's Model(amp_level=...) per device
-
-
-def fail(msg, code=2):
-    """One-line error and a non-zero exit: what every entry does with bad input."""
-    print(f"ERROR: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 def detect_device(requested="auto"):
@@ -54,8 +45,9 @@ def setup_context(device_target, device_id=0, distributed=False):
             ms.set_device(device_target, device_id)
     except (RuntimeError, ValueError) as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        fail(f"device_target {device_target}: this MindSpore installation cannot use it ({first.strip()[:150]}); "
-             "use --device_target=auto or CPU, or install the MindSpore build for that device")
+        raise RecipeError(f"device_target {device_target}: this MindSpore installation cannot use it "
+                          f"({first.strip()[:150]}); use --device_target=auto or CPU, or install the MindSpore "
+                          "build for that device") from None
     if not distributed:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
@@ -79,82 +71,22 @@ def resolve_leaky(leaky_relu, device_target):
     return leaky_relu
 
 
-# ---- checkpoints ------------------------------------------------------------------------------------------
-CKPT_RE = re.compile(r"-(\d+)_(\d+)\.ckpt$")
+# ---- checkpoints (files, series, loading: common.ms) -------------------------------------------------------
+def checkpoint_series(ckpt_dir, prefix, keep=None, events_dir=None, rank=None):
+    """A run's checkpoints, named as MindSpore's ModelCheckpoint names them: ``<prefix>-<epoch>_<step>.ckpt``."""
+    return CheckpointSeries(ckpt_dir, prefix + "-{epoch}_{step}.ckpt", keep=keep, events_dir=events_dir, rank=rank)
 
 
-def ckpt_name(prefix, epoch, step):
-    """MindSpore's ModelCheckpoint naming: ``<prefix>-<epoch>_<step>.ckpt``."""
-    return f"{prefix}-{epoch}_{step}.ckpt"
-
-
-def save_checkpoint_atomic(cell, path, append_dict=None):
-    """Write a CRC-checked checkpoint beside ``path`` and rename it into place.
-
-    MindSpore's own writer deletes a same-named file first and its ModelCheckpoint prunes the oldest file
-    before writing the new one, so a kill mid-save could leave no valid checkpoint; here the previous files
-    stay until the new one is complete and synced.
-    """
-    def _write(tmp):
-        staged = tmp + ".ckpt"  # MindSpore insists on the suffix, and stages through <name>.tmp itself
-        try:
-            ms.save_checkpoint(cell, staged, append_dict=append_dict, crc_check=True)
-            os.replace(staged, tmp)
-        finally:
-            for leftover in (staged, tmp + ".tmp"):
-                if os.path.exists(leftover):
-                    os.chmod(leftover, 0o600)
-                    os.remove(leftover)
-    return atomic_write(path, _write)
-
-
-def prune_checkpoints(directory, prefix, keep):
-    files = sorted(glob.glob(os.path.join(directory, f"{prefix}-*.ckpt")), key=_ckpt_order)
-    for old in files[:-keep] if keep > 0 else []:
-        try:
-            os.chmod(old, 0o600)
-            os.remove(old)
-        except OSError:
-            pass
-
-
-def _ckpt_order(path):
-    m = CKPT_RE.search(path)
-    return (int(m.group(1)), int(m.group(2)), os.path.getmtime(path)) if m else (-1, -1, os.path.getmtime(path))
-
-
-def read_checkpoint(path):
-    """Parameters of a checkpoint; a missing, truncated or corrupt file raises CheckpointError naming it."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint not found")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{p}: checkpoint is empty (zero bytes)")
-    try:
-        return ms.load_checkpoint(str(p), crc_check=True)  # files without CRCs still load
-    except Exception as exc:  # MindSpore raises ValueError/RuntimeError/TypeError for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a readable MindSpore checkpoint ({first[:120]})") from None
-
-
-def find_resume(directory, prefix, log=print):
-    """Newest checkpoint in ``directory`` that loads; corrupt ones are reported and skipped (train.py's --resume
-    auto only: it also deletes the temp files of saves a kill interrupted)."""
-    remove_stale_temps(directory, log=log)
-    cands = glob.glob(os.path.join(directory, f"{prefix}-*.ckpt"))
-
-    def _ok(p):
-        read_checkpoint(p)
-        return True
-    return latest_valid(sorted(cands, key=_ckpt_order), _ok, log=log)
-
-
-def load_into(cell, params, path, hint=""):
-    """Load checkpoint parameters into ``cell``; a missing or mis-shaped parameter is a one-line error."""
-    for p in cell.get_parameters():
-        if p.name in params and tuple(params[p.name].shape) != tuple(p.shape):
-            fail(f"{path}: {p.name} has shape {tuple(params[p.name].shape)} but the network expects "
-                 f"{tuple(p.shape)}{hint}")
-    missing, _ = ms.load_param_into_net(cell, params, strict_load=False)
-    if missing:
-        fail(f"{path}: checkpoint lacks {len(missing)} parameter(s) of the network, e.g. {missing[0]}{hint}")
+def restore_training(cell, path):
+    """Load a checkpoint written by train.py into the training cell (weights, momentum, the optimiser's global
+    step, hence the LR position, and a dynamic loss scale); returns (epochs done, global step)."""
+    params = load_ckpt(path)
+    epoch = meta_value(params, "epoch_num")
+    if epoch is None:
+        raise RecipeError(f"{path}: no epoch_num in this checkpoint, it was not written by train.py "
+                          "(use pre_trained instead)")
+    global_step = meta_value(params, "step_num", meta_value(params, "global_step", 0))
+    for key in ("epoch_num", "step_num"):
+        params.pop(key, None)
+    load_into(cell, params, path, "the training network (weights and optimiser state)")
+    return int(epoch), int(global_step)

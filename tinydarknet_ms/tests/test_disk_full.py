@@ -6,7 +6,7 @@ import numpy as np
 
 from common.smallfs import small_tmpfs
 from conftest import SMALL, python
-from src.utils import read_checkpoint
+from common.ms import load_ckpt
 
 PREFIX = "train_tinydarknet_imagenet"
 MIB = 1 << 20
@@ -31,7 +31,7 @@ def test_full_disk_at_the_second_checkpoint_stops_with_one_line_and_keeps_the_fi
         assert str(second) in errors[0] and "no space left" in errors[0].lower(), errors[0]
         assert "Traceback" not in proc.stdout
         assert sorted(os.listdir(ckdir)) == sorted([first.name, "summary.csv", "curves.png"])  # no temp files
-        params = read_checkpoint(first)  # CRC-checked read of every tensor
+        params = load_ckpt(first)  # CRC-checked read of every tensor
         assert int(params["epoch_num"].asnumpy()) == 1
         weights = [v.asnumpy() for k, v in params.items() if k.startswith("conv")]
         assert len(weights) > 40 and all(np.isfinite(w).all() for w in weights)

@@ -5,10 +5,8 @@ whose losses are also compared with a one-device run of the same global batch.
 """
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,46 +16,30 @@ import numpy as np
 import pytest
 import mindspore as ms
 
+from common import events
 from common.banner import parse_banner
+from common.testing import free_port, write_rank_table
 from conftest import RECIPE, SMALL, env, run
 
 SCRIPT = RECIPE / "scripts" / "run_distribute_train.sh"
 
 
-def _table(path, ranks=2, dup=False):
-    devices = [{"device_id": str(i), "device_ip": f"192.98.92.{10 + i}", "rank_id": "0" if dup else str(i)}
-               for i in range(ranks)]
-    path.write_text(json.dumps({"version": "1.0", "server_count": "1", "status": "completed",
-                                "server_list": [{"server_id": "127.0.0.1", "host_nic_ip": "reserve",
-                                                 "device": devices}]}))
-    return path
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cmd(table, digits, out, steps):
     return ["bash", SCRIPT, table, "imagenet", digits.parent, f"--output_path={out}", "--batch_size=8",
-            f"--train_steps={steps}", "--epoch_size=1", "--log_every=1", "--device_target=CPU", *SMALL]
+            f"--train_steps={steps}", "--epoch_size=1", "--log_every=1", "--device_target=CPU", "--perf", *SMALL]
 
 
 def _env(port):
     return {**env(), "MASTER_PORT": str(port), "CLUSTER_TIME_OUT": "60"}
 
 
-def _first_loss(log):
-    return re.search(r"epoch 1 step 1 \[\d+/\d+\] loss (\S+)", Path(log).read_text()).group(1)
+def _step_losses(out, rank=0):
+    """Rank ``rank``'s first-epoch losses, from the run's step events (every step: --log_every=1)."""
+    return [e["loss"] for e in events.read(out, "step") if e["rank"] == rank and e["epoch"] == 1]
 
 
-def _step_losses(text):
-    return [float(x) for x in re.findall(r"^epoch 1 step \d+ \[\d+/\d+\] loss (\S+)", text, re.M)]
-
-
-def _initial_digest(text):
-    return re.search(r"^(?:rank \d+/\d+: )?initial weights sha256 (\w+)", text, re.M).group(1)
+def _initial_digest(out, rank=0):
+    return next(e["digest"] for e in events.read(out, "initial_weights") if e["rank"] == rank)
 
 
 def _trained(path):
@@ -67,9 +49,9 @@ def _trained(path):
 
 def test_two_ranks_keep_identical_weights_on_different_data(digits, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([str(c) for c in _cmd(_table(tmp_path / "t.json"), digits, out, 3)], cwd=tmp_path,
-                          env=_env(_free_port()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=300)
+    cmd = _cmd(write_rank_table(tmp_path / "t.json", 2), digits, out, 3)
+    proc = subprocess.run([str(c) for c in cmd], cwd=tmp_path, env=_env(free_port()), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert proc.stdout.count("Final result") == 1  # rank 0 only
     banner = parse_banner(proc.stdout)
@@ -84,8 +66,7 @@ def test_two_ranks_keep_identical_weights_on_different_data(digits, tmp_path):
         np.testing.assert_array_equal(a[k].asnumpy(), b[k].asnumpy(), err_msg=k)
     # BN running statistics are per rank (no SyncBN, as the original): they differ only if the data did
     assert not np.allclose(a["conv1.bn.moving_mean"].asnumpy(), b["conv1.bn.moving_mean"].asnumpy())
-    logs = out / "msrun_logs"
-    assert _first_loss(logs / "worker_0.log") != _first_loss(logs / "worker_1.log")
+    assert f"{_step_losses(out, 0)[0]:.4f}" != f"{_step_losses(out, 1)[0]:.4f}"  # as the log lines print them
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +116,12 @@ def test_two_servers_on_loopback_train_as_one_job_and_match_one_device(twin_batc
     0.15 at step 2).
     """
     flags = ["--train_steps=3", "--epoch_size=1", "--log_every=1", "--device_target=CPU", "--augment=False",
-             "--seed=1", *SMALL]
+             "--seed=1", "--perf", *SMALL]
     one = subprocess.Popen([sys.executable, RECIPE / "train.py", f"--data_path={twin_batches}", "--batch_size=16",
                             f"--output_path={tmp_path / 'one'}", *flags], cwd=tmp_path, env=env(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    table = tmp_path / "two_servers.json"
-    table.write_text(json.dumps({"version": "1.0", "server_count": "2", "status": "completed", "server_list": [
-        {"server_id": f"127.0.0.{i + 1}", "host_nic_ip": "reserve",
-         "device": [{"device_id": "0", "device_ip": f"192.98.92.{10 + i}", "rank_id": str(i)}]} for i in range(2)]}))
-    port = _free_port()
+    table = write_rank_table(tmp_path / "two_servers.json", 1, servers=("127.0.0.1", "127.0.0.2"))
+    port = free_port()
     servers = [subprocess.Popen(["bash", str(SCRIPT), str(table), "imagenet", str(twin_batches.parent),
                                  f"--output_path={tmp_path / f'server{i}'}", "--batch_size=8", *flags],
                                 cwd=tmp_path, env={**_env(port), "SERVER_INDEX": str(i)}, stdout=subprocess.PIPE,
@@ -169,11 +147,12 @@ def test_two_servers_on_loopback_train_as_one_job_and_match_one_device(twin_batc
     assert a.keys() == b.keys() and "moments.conv8.conv.weight" in a
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    logs = [(tmp_path / f"server{r}" / "msrun_logs" / f"worker_{r}.log").read_text() for r in (0, 1)]
-    assert _initial_digest(logs[0]) == _initial_digest(logs[1]) == _initial_digest(one_out)
-    per_rank = [_step_losses(t) for t in logs]
+    servers = [tmp_path / f"server{r}" for r in (0, 1)]
+    assert (_initial_digest(servers[0], 0) == _initial_digest(servers[1], 1)
+            == _initial_digest(tmp_path / "one"))
+    per_rank = [_step_losses(servers[r], r) for r in (0, 1)]
     two = [(x + y) / 2 for x, y in zip(*per_rank)]
-    single = _step_losses(one_out)
+    single = _step_losses(tmp_path / "one")
     assert len(two) == len(single) == 3
     assert per_rank[0] != per_rank[1]  # the same pictures, but each rank its own labels
     assert two[0] == pytest.approx(single[0], abs=2e-4)
@@ -183,14 +162,13 @@ def test_two_servers_on_loopback_train_as_one_job_and_match_one_device(twin_batc
 def test_killing_one_rank_ends_the_job_non_zero(digits, tmp_path):
     out = tmp_path / "out"
     tag = f"TD_DIST_TEST={os.getpid()}-{time.time()}"  # marks every process of this job, orphans included
-    job_env = {**_env(_free_port()), "TD_DIST_TEST": tag.split("=", 1)[1]}
-    proc = subprocess.Popen([str(c) for c in _cmd(_table(tmp_path / "t.json"), digits, out, 60)], cwd=tmp_path,
-                            env=job_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    job_env = {**_env(free_port()), "TD_DIST_TEST": tag.split("=", 1)[1]}
+    cmd = _cmd(write_rank_table(tmp_path / "t.json", 2), digits, out, 60)
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=tmp_path, env=job_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        log1 = out / "msrun_logs" / "worker_1.log"
         deadline = time.time() + 180
-        while not (log1.exists() and "epoch 1 step 1 " in log1.read_text(errors="replace")):
+        while not _step_losses(out, 1):
             assert proc.poll() is None and time.time() < deadline, "rank 1 never started training"
             time.sleep(0.5)
         os.kill(_tagged(tag, b"MS_ROLE=MS_WORKER", b"RANK_ID=1")[0], signal.SIGKILL)
@@ -227,7 +205,8 @@ def _tagged(tag, *markers):
 
 def test_bad_rank_table_fails_before_any_process_starts(digits, tmp_path):
     out = tmp_path / "out"
-    proc = run(_cmd(_table(tmp_path / "dup.json", dup=True), digits, out, 3), check=False, cwd=tmp_path)
+    table = write_rank_table(tmp_path / "dup.json", 2, rank_ids=[0, 0])
+    proc = run(_cmd(table, digits, out, 3), check=False, cwd=tmp_path)
     assert proc.returncode == 2
     errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "dup.json" in errors[0] and "duplicate rank_id" in errors[0]

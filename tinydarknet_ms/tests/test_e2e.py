@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import cputune
+from common import cputune, events
 from common.banner import parse_banner
 from conftest import RECIPE, SMALL, python, run
 
@@ -43,6 +43,21 @@ class TestPerformanceScript:
         log = dict(line.split(" = ", 1) for line in (out / f"{CASE}_perf.log").read_text().splitlines())
         assert log["CaseName"] == f"{CASE}_perf" and log["BatchSize"] == "16" and log["RankSize"] == "1"
         assert (out / "train_0.log").read_text().count("Final result") == 1
+
+    def test_events_say_what_the_run_did(self, perf_run):
+        out, stdout = perf_run
+        kinds = [e["event"] for e in events.read(out)]
+        assert kinds.index("initial_weights") < kinds.index("resume") < kinds.index("step")
+        assert events.last(out, "resume") | {"time": 0, "pid": 0} == {
+            "event": "resume", "checkpoint": None, "epoch": 0, "global_step": 0, "rank": 0, "time": 0, "pid": 0}
+        assert f"initial weights sha256 {events.last(out, 'initial_weights')['digest']}" in stdout
+        steps = events.read(out, "step")  # --log_every=1: one per step, as the progress lines
+        assert [(e["epoch"], e["step"], e["global_step"]) for e in steps] == [
+            (e, s, (e - 1) * 4 + s) for e in (1, 2) for s in range(1, 5)]
+        logged = re.findall(r"^epoch (\d+) step (\d+) \[\d+/\d+\] loss (\S+)", stdout, re.M)
+        assert logged == [(str(e["epoch"]), str(e["step"]), f"{e['loss']:.4f}") for e in steps]
+        saved = events.read(out, "checkpoint")  # save_checkpoint_epochs 50: after the last epoch only
+        assert [(c["path"], c["epoch"], c["global_step"]) for c in saved] == [(str(_ckpt(out)), 2, 8)]
 
     def test_checkpoint_named_as_the_original(self, perf_run):
         out, _ = perf_run

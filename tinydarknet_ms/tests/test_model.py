@@ -132,12 +132,20 @@ class TestConfig:
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(bad) in err and "batchsize" in err
 
+    def test_perf_is_a_command_line_flag_not_a_config_key(self, tmp_path, capsys):
+        assert get_config(["--perf"]).perf and not get_config(["--train_steps=5"]).perf
+        bad = tmp_path / "perf.yaml"
+        bad.write_text("perf: True\n")
+        with pytest.raises(SystemExit) as exc:
+            get_config([f"--config_path={bad}"])
+        assert exc.value.code == 2 and "'perf' is a command-line flag" in capsys.readouterr().err
+
     def test_readme_flag_table_matches_the_parser(self):
-        from src.config import KEYS
+        from src.config import KEYS, TRAIN_FLAGS
         text = (RECIPE / "README.md").read_text()
         table = text.split("## Configuration and flags", 1)[1].split("\n## ", 1)[0]
         documented = set(re.findall(r"^\| `--(\w+)` \|", table, flags=re.M))
-        assert documented == set(KEYS) | {"config_path"}
+        assert documented == set(KEYS) | set(TRAIN_FLAGS) | {"config_path"}
 
 
 def test_convolutions_never_run_on_onednns_reference_kernel(tmp_path):

@@ -1,7 +1,6 @@
 """Crash safety: SIGKILL + --resume auto ends with the same weights, corrupt checkpoints are skipped,
 saves are atomic, and a fixed seed gives identical losses."""
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -11,9 +10,11 @@ import numpy as np
 import pytest
 import mindspore as ms
 
+from common import events
+from common.ms import save_ckpt
 from conftest import RECIPE, SMALL, env, python
 from src.tinydarknet import TinyDarkNet
-from src.utils import find_resume, save_checkpoint_atomic
+from src.utils import checkpoint_series
 
 PREFIX = "train_tinydarknet_imagenet"
 
@@ -24,8 +25,9 @@ def _args(digits, out):
             "--device_target=CPU", *SMALL]
 
 
-def _step_losses(text):
-    return re.findall(r"epoch (\d+) step (\d+) \[\d+/\d+\] loss (\S+)", text)
+def _step_losses(out):
+    """(epoch, step, loss as the progress line prints it) of every step event in ``out``, oldest first."""
+    return [(e["epoch"], e["step"], f"{e['loss']:.4f}") for e in events.read(out, "step")]
 
 
 def _weights(path):
@@ -71,10 +73,11 @@ def test_sigkill_then_resume_auto_skips_corrupt_and_matches_uninterrupted(train_
 
         resumed = python("train.py", *_args(train_only, out), "--resume=auto")
         assert f"skipping {corrupt}" in resumed.stdout
-        assert re.search(r"resume: continuing from .*-1_4\.ckpt at epoch 1", resumed.stdout)
+        event = events.last(out, "resume")
+        assert event["checkpoint"].endswith("-1_4.ckpt") and event["epoch"] == 1 and event["global_step"] == 4
     else:  # killed after the second save: resume from it
         resumed = python("train.py", *_args(train_only, out), "--resume=auto")
-        assert "resume: continuing from" in resumed.stdout
+        assert events.last(out, "resume")["checkpoint"] is not None
     a = _weights(uninterrupted[0] / "checkpoints" / "0" / f"{PREFIX}-3_4.ckpt")
     b = _weights(ckdir / f"{PREFIX}-3_4.ckpt")
     assert a.keys() == b.keys() and "moments.conv1.conv.weight" in a and "global_step" in a
@@ -82,11 +85,16 @@ def test_sigkill_then_resume_auto_skips_corrupt_and_matches_uninterrupted(train_
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=k)
     # determinism: three separate runs with seed 1 (killed, uninterrupted, the performance script's) have
     # the same first-epoch per-step losses
-    first = _step_losses((tmp_path / "first.log").read_text())
-    straight = _step_losses(uninterrupted[1])
-    perf = _step_losses(perf_run[1])
+    first = _step_losses(out)  # the killed run's events come first
+    straight = _step_losses(uninterrupted[0])
+    perf = _step_losses(perf_run[0])
     assert len(first) >= 4 and first[:4] == straight[:4] == perf[:4]
     assert len({loss for _, _, loss in straight}) > 1
+
+
+def test_train_steps_alone_does_not_make_a_performance_run(uninterrupted):
+    out, _ = uninterrupted  # --train_steps=4 without --perf
+    assert (out / "TinyDarknet_for_MindSpore_bs16_1p_acc.json").is_file() and not list(out.glob("*_perf.*"))
 
 
 def test_resume_from_a_non_training_checkpoint_fails_cleanly(train_only, tmp_path):
@@ -98,7 +106,7 @@ def test_resume_from_a_non_training_checkpoint_fails_cleanly(train_only, tmp_pat
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     net = TinyDarkNet(10)
-    good = save_checkpoint_atomic(net, tmp_path / f"{PREFIX}-1_4.ckpt", {"epoch_num": 1})
+    good = save_ckpt(tmp_path / f"{PREFIX}-1_4.ckpt", net, {"epoch_num": 1})
 
     def dies_midway(cell, path, **kw):
         with open(path, "wb") as fh:
@@ -107,7 +115,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(ms, "save_checkpoint", dies_midway)
     from common.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="disk full"):
-        save_checkpoint_atomic(net, tmp_path / f"{PREFIX}-2_4.ckpt", {"epoch_num": 2})
+        save_ckpt(tmp_path / f"{PREFIX}-2_4.ckpt", net, {"epoch_num": 2})
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no temp files, no partial checkpoint
-    assert find_resume(tmp_path, PREFIX) == good
+    assert checkpoint_series(tmp_path, PREFIX).find_resume() == good
