@@ -200,7 +200,7 @@ def train(args, ctx, model, data, state) -> runtime.Result:
                         verbose=2 if ctx.is_chief else 0)
     runtime.save_model(ctx, model)
     return runtime.Result(history=history.history, meter=meter, params=count_params(model), steps=data.steps,
-                          first_epoch=state.epoch)
+                          first_epoch=state.epoch, global_step=int(model.optimizer.iterations.numpy()))
 
 
 # -- summary: banner, ${CaseName}.log and .json (rank 0)
@@ -217,7 +217,7 @@ def summarize(args, ctx, result) -> int:
         output_dir=ctx.out, network=NETWORK, case=case, framework="tensorflow",
         framework_version=f"{tf.__version__} (tf-keras {keras.__version__})", device=ctx.device,
         rank_size=ctx.world, batch_size=args.batch_size, params=trainable, epochs=args.epochs, meter=result.meter,
-        accuracy=h["val_accuracy"][-1], loss=h["loss"][-1], seed=args.seed,
+        accuracy=h["val_accuracy"][-1], loss=h["loss"][-1], seed=args.seed, global_step=result.global_step,
         extra={"total_params": total, "precision": ctx.policy, "cutmix": not args.no_cutmix,
                "eval_static": args.eval_static, "steps_per_epoch": result.steps, "first_epoch": result.first_epoch,
                "val_loss": h["val_loss"][-1], "config": dict(vars(args))})

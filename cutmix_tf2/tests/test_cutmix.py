@@ -2,6 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
+from common import cli
 from src import pipeline
 from src.data import one_hot
 
@@ -87,7 +88,8 @@ def test_static_shapes_drop_the_remainder():
     static = [b[0].shape[0] for b in pipeline.train_epoch(x, y, 0, 42, 32, drop_remainder=True)]
     assert dynamic == [32, 32, 6] and static == [32, 32]
     assert pipeline.steps_per_epoch(70, 32) == 3 and pipeline.steps_per_epoch(70, 32, True) == 2
-    assert pipeline.steps_per_epoch(70, 32, steps=1) == 1
+    # --train_steps caps the epoch (train.py: common.cli.steps_per_epoch over the pipeline's count)
+    assert cli.steps_per_epoch(pipeline.steps_per_epoch(70, 32), 1) == 1
 
 
 def test_an_epoch_is_the_same_whether_or_not_the_run_was_resumed():

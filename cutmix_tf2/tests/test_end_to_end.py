@@ -56,6 +56,7 @@ def test_events_record_resume_initial_weights_steps_and_checkpoints(e2e):
         [(1 + g // 8, 1 + g % 8, g + 1) for g in range(16)]
     ckpts = events.read(out, "checkpoint")
     assert [(e["epoch"], e["global_step"]) for e in ckpts] == [(1, 8), (2, 16)]
+    assert found[-1]["global_step"] == 16
     assert [Path(e["path"]).resolve() for e in ckpts] == [(out / "checkpoints" / f"epoch_000{i}").resolve()
                                                           for i in (1, 2)]
     # the initial weights' digest is that of the saved initial_weights.h5 (trainable weights, model order)

@@ -36,6 +36,7 @@ def test_sigkill_mid_training_then_resume_auto_ends_with_the_same_weights(runs, 
     [resume] = last_run(out, "resume")
     assert resume["checkpoint"].endswith("epoch_0001") and resume["epoch"] == 1 and resume["global_step"] == 8
     assert step_losses(out, 2) == step_losses(ref_out, 2)
+    assert last_run(out, "finished")[-1]["global_step"] == 16  # the job's step count, not the resumed run's 8
     ref_w, run_w = _weights(ref_out / "model.h5"), _weights(out / "model.h5")
     assert ref_w.keys() == run_w.keys() and len(ref_w) > 60
     for k in ref_w:
