@@ -19,8 +19,7 @@ for a in "${MZ_EXTRA_ARGS[@]}"; do
   esac
 done
 case " ${launch_args[*]}" in *" --rank_table="*) ;; *) echo "ERROR: --rank_table=<rank_table.json> is required" >&2; exit 2 ;; esac
-default_epochs=50
 cd "$MZ_RECIPE_DIR"
 "$MZ_PYTHON" launch.py --output_path="$output_path" --device="$device" "${launch_args[@]}" -- \
-  --data_path="$data_path" --epochs="${train_epochs:-$default_epochs}" --batch_size="${batch_size:-64}" \
-  ${train_steps:+--train_steps=$train_steps} $perf_flag "${train_args[@]}" || exit $?
+  --data_path="$data_path" --epochs="${train_epochs:-50}" --batch_size="${batch_size:-64}" \
+  ${train_steps:+--train_steps=$train_steps} "${train_args[@]}" || exit $?

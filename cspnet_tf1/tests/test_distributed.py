@@ -73,7 +73,7 @@ def two_ranks(tmp_path_factory, noise, trained):
 
 
 def test_two_ranks_keep_identical_weights_on_different_shards(two_ranks):
-    out, stdout, logs, _ = two_ranks
+    out, stdout, logs, start = two_ranks
     shards = [_field(r"shard sha256 (\w+)", log) for log in logs]
     weights = [_field(r"final weights sha256 (\w+)", log) for log in logs]
     assert shards[0] != shards[1] and weights[0] == weights[1]
