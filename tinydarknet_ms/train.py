@@ -23,7 +23,7 @@ sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ wi
 from common import cli, cputune, events, throughput  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.imagefolder import ImageFolderError  # noqa: E402
-from common.ms import CheckpointSeries, StepMonitor, emit_initial_weights, load_ckpt, load_into  # noqa: E402
+from common.ms import CheckpointSeries, RankLog, StepMonitor, emit_initial_weights, load_ckpt, load_into  # noqa: E402
 from common.progress import Progress  # noqa: E402
 from common.runrecord import case_name, finish_run  # noqa: E402
 from common.throughput import ThroughputMeter  # noqa: E402
@@ -40,7 +40,7 @@ NETWORK = "TinyDarknet_for_MindSpore"
 
 
 @dataclass
-class Context:
+class Context(RankLog):
     """What setup() decided for this process: device, rank, where its files go."""
     device: str
     rank: int
@@ -50,14 +50,6 @@ class Context:
     output_path: Path
     ckpt_dir: Path  # <ckpt_save_dir>/<rank>/: each rank saves its own checkpoints, as the original did
     checkpoints: CheckpointSeries  # train_tinydarknet_<dataset>-<epoch>_<step>.ckpt in ckpt_dir
-
-    @property
-    def primary(self):
-        return self.rank == 0
-
-    def log(self, *args, **kwargs):
-        if self.primary:
-            print(*args, **kwargs)
 
 
 def main(argv=None):

@@ -14,12 +14,14 @@ API (each name is documented where it is defined):
   the ``checkpoint`` event, pruning to the newest N, ``--resume auto``'s search for the newest readable file.
 - :func:`save_ckpt`, :func:`load_ckpt`, :func:`load_into`, :func:`meta_value`: single checkpoint files
   (atomic, CRC-checked writes; one-line :class:`common.checkpoint.CheckpointError` for every bad file).
+- :class:`RankLog` (``common.ms.context``): ``primary`` and a rank-0-only ``log`` for a run context with ``rank``.
 - :func:`cell_digest`, :func:`emit_initial_weights`: ``common.digest.weights_digest`` over a Cell's trainable
   parameters, and the ``initial_weights`` event.
 """
 from .checkpoint import CheckpointSeries, load_ckpt, load_into, meta_value, save_ckpt
+from .context import RankLog
 from .digest import cell_digest, emit_initial_weights
 from .monitor import NonFiniteLossError, StepMonitor
 
-__all__ = ["CheckpointSeries", "NonFiniteLossError", "StepMonitor", "cell_digest", "emit_initial_weights",
+__all__ = ["CheckpointSeries", "NonFiniteLossError", "RankLog", "StepMonitor", "cell_digest", "emit_initial_weights",
            "load_ckpt", "load_into", "meta_value", "save_ckpt"]

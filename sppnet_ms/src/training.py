@@ -8,7 +8,7 @@ import numpy as np
 import mindspore as ms
 
 from common.checkpoint import CheckpointError
-from common.ms import CheckpointSeries, StepMonitor, cell_digest, load_ckpt, load_into, meta_value
+from common.ms import CheckpointSeries, RankLog, StepMonitor, cell_digest, load_ckpt, load_into, meta_value
 from common.progress import Progress
 from common.summary import EpochSummary, plot_curves
 from common.throughput import ThroughputMeter, warmup_steps
@@ -23,22 +23,15 @@ NETWORK_NAMES = {'zfnet': 'ZFNet', 'sppnet_single': 'SPPNet_single', 'sppnet_mul
 
 # -- run context -----------------------------------------------------------------------------------------------
 @dataclass
-class RunContext:
-    """Where and as what this process runs. ``out_dir`` holds events.jsonl: --output_path, else --ckpt_path (where finish_run writes too)."""
+class RunContext(RankLog):
+    """Where and as what this process runs. ``out_dir`` holds events.jsonl: --output_path, else --ckpt_path
+    (where finish_run writes too)."""
     target: str
     amp_level: str
     sink: bool
     out_dir: Optional[str]
     rank: int = 0
     group_size: int = 1
-
-    @property
-    def primary(self):
-        return self.rank == 0
-
-    def log(self, *args, **kwargs):
-        if self.primary:
-            print(*args, **kwargs)
 
 
 def init_device(args):
