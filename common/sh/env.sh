@@ -67,6 +67,26 @@ mz_parse_test_args() {
   return 0
 }
 
+# mz_split_launch_args: after mz_parse_test_args in a multi-device script of a TF recipe, split MZ_EXTRA_ARGS
+# into launch_args (--rank_table made absolute, --server_index, --device_num, --port: for common/launch.py)
+# and train_args (the rest, for train.py). A missing --rank_table is one error line and status 2.
+mz_split_launch_args() {
+  launch_args=() train_args=()
+  local a t has_table=
+  for a in "${MZ_EXTRA_ARGS[@]}"; do
+    case "$a" in
+      --rank_table=*) t=${a#*=}; [[ "$t" = /* ]] || t="$PWD/$t"; launch_args+=("--rank_table=$t"); has_table=1 ;;
+      --server_index=*|--device_num=*|--port=*) launch_args+=("$a") ;;
+      *) train_args+=("$a") ;;
+    esac
+  done
+  if [ -z "$has_table" ]; then
+    echo "ERROR: --rank_table=<rank_table.json> is required" >&2
+    return 2
+  fi
+  return 0
+}
+
 # mz_run_logged LOGFILE cmd...: run a command, mirror its output into LOGFILE, return its exit status.
 mz_run_logged() {
   local log=$1; shift

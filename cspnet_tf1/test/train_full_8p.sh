@@ -10,15 +10,7 @@ cur_path=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export MZ_RECIPE_DIR=$(dirname "$cur_path")
 source "$MZ_RECIPE_DIR/../common/sh/env.sh" tf || exit 2
 mz_parse_test_args "$@" || exit 2
-launch_args=() train_args=()
-for a in "${MZ_EXTRA_ARGS[@]}"; do
-  case "$a" in
-    --rank_table=*) t=${a#*=}; [[ "$t" = /* ]] || t="$PWD/$t"; launch_args+=("--rank_table=$t") ;;
-    --server_index=*|--device_num=*|--port=*) launch_args+=("$a") ;;
-    *) train_args+=("$a") ;;
-  esac
-done
-case " ${launch_args[*]}" in *" --rank_table="*) ;; *) echo "ERROR: --rank_table=<rank_table.json> is required" >&2; exit 2 ;; esac
+mz_split_launch_args || exit 2
 cd "$MZ_RECIPE_DIR"
 "$MZ_PYTHON" launch.py --output_path="$output_path" --device="$device" "${launch_args[@]}" -- \
   --data_path="$data_path" --epochs="${train_epochs:-50}" --batch_size="${batch_size:-64}" \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Full 1-device training as the original: 15 epochs, static shapes, CaseName *_acc.
+# Full 1-device training as the original: 15 epochs, static shapes, CaseName *_acc (the train_performance_1p*.sh
+# scripts are this run with fewer epochs and --perf).
 # usage: bash test/train_full_1p.sh --data_path=<cifar-10-batches-py or parent> [--output_path=] [--train_epochs=]
 #        [--batch_size=] [--train_steps=] [--device=auto|cpu|gpu|npu] [any train.py flag, e.g. --precision_mode=...]
 cur_path=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

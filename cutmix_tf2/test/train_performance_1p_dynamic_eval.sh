@@ -1,12 +1,4 @@
 #!/usr/bin/env bash
 # 1-device performance run as the original: 2 epochs, dynamic shapes, CaseName *_dynamic_eval_perf.
-# usage: bash test/train_performance_1p_dynamic_eval.sh --data_path=<cifar-10-batches-py or parent> [--output_path=] [--train_epochs=]
-#        [--batch_size=] [--train_steps=] [--device=auto|cpu|gpu|npu] [any train.py flag, e.g. --precision_mode=...]
-cur_path=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export MZ_RECIPE_DIR=$(dirname "$cur_path")
-source "$MZ_RECIPE_DIR/../common/sh/env.sh" tf || exit 2
-mz_parse_test_args "$@" || exit 2
-cd "$MZ_RECIPE_DIR"
-mz_run_logged "$output_path/train_${ASCEND_DEVICE_ID:-0}.log" "$MZ_PYTHON" train.py --data_dir="$data_path" \
-  --output_path="$output_path" --epochs="${train_epochs:-2}" ${batch_size:+--batch_size="$batch_size"} \
-  --eval_static=False --device="$device" ${train_steps:+--train_steps="$train_steps"} --perf "${MZ_EXTRA_ARGS[@]}" || exit $?
+# Flags as train_full_1p.sh (a --train_epochs= given here wins).
+exec bash "$(dirname "${BASH_SOURCE[0]}")/train_full_1p.sh" --train_epochs=2 --eval_static=False --perf "$@"

@@ -1,23 +1,5 @@
 #!/usr/bin/env bash
-# Multi-device performance run (2 epochs, dynamic shapes) on the devices of a rank table.
-# One worker per device listed for this server (TF MultiWorkerMirroredStrategy; TF_CONFIG per worker).
-# usage: bash test/train_performance_8p.sh --data_path=... --rank_table=rank_table.json [--server_index=auto|N]
-#        [--device_num=N] [--port=29600] [--output_path=] [--train_epochs=] [--batch_size= (per device)]
-#        [--train_steps=] [--device=auto|cpu|gpu|npu] [train.py flags]
-cur_path=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export MZ_RECIPE_DIR=$(dirname "$cur_path")
-source "$MZ_RECIPE_DIR/../common/sh/env.sh" tf || exit 2
-mz_parse_test_args "$@" || exit 2
-launch_args=() train_args=()
-for a in "${MZ_EXTRA_ARGS[@]}"; do
-  case "$a" in
-    --rank_table=*) t=${a#*=}; [[ "$t" = /* ]] || t="$PWD/$t"; launch_args+=("--rank_table=$t") ;;
-    --server_index=*|--device_num=*|--port=*) launch_args+=("$a") ;;
-    *) train_args+=("$a") ;;
-  esac
-done
-case " ${launch_args[*]}" in *" --rank_table="*) ;; *) echo "ERROR: --rank_table=<rank_table.json> is required" >&2; exit 2 ;; esac
-cd "$MZ_RECIPE_DIR"
-"$MZ_PYTHON" -m src.launch --output_path="$output_path" --device="$device" "${launch_args[@]}" -- \
-  --data_dir="$data_path" --epochs="${train_epochs:-2}" ${batch_size:+--batch_size="$batch_size"} \
-  --eval_static=False ${train_steps:+--train_steps="$train_steps"} --perf "${train_args[@]}" || exit $?
+# Multi-device performance run (2 epochs, dynamic shapes, CaseName *_dynamic_eval_perf) on the devices of a
+# rank table.
+# Flags as train_full_8p.sh (a --train_epochs= given here wins).
+exec bash "$(dirname "${BASH_SOURCE[0]}")/train_full_8p.sh" --train_epochs=2 --eval_static=False --perf "$@"
