@@ -4,7 +4,8 @@
 
 The first record is the baseline. A later record regresses when its images/sec or accuracy is lower
 than the baseline's by more than ``--threshold`` (relative); the exit status is 1 then, so CI or a
-user comparing an Ascend run with a GPU run sees it at once.
+user comparing an Ascend run with a GPU run sees it at once. A missing or damaged record is one ``ERROR:`` line
+and exit status 2 (``common.cli``).
 """
 from __future__ import annotations
 
@@ -14,17 +15,19 @@ import math
 import sys
 from pathlib import Path
 
+from .cli import RecipeError
+
 
 def load_record(path) -> dict:
     p = Path(path)
     try:
         rec = json.loads(p.read_text())
     except FileNotFoundError:
-        raise SystemExit(f"ERROR: {p}: file not found")
+        raise RecipeError(f"{p}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"ERROR: {p}: not a JSON run record ({exc})")
+        raise RecipeError(f"{p}: not a JSON run record ({exc})") from None
     if not isinstance(rec, dict) or "images_per_sec" not in rec or "accuracy" not in rec:
-        raise SystemExit(f"ERROR: {p}: not a run record (needs images_per_sec and accuracy)")
+        raise RecipeError(f"{p}: not a run record (needs images_per_sec and accuracy)")
     rec["_path"] = str(p)
     return rec
 
@@ -76,4 +79,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from common import cli
+    cli.run(main, sys.argv[1:])

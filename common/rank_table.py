@@ -216,23 +216,20 @@ def main(argv=None) -> int:
     ap.add_argument("--server_index", default="auto", help="index into server_list, or 'auto' (match local addresses)")
     ap.add_argument("--device_num", type=int, default=None, help="expected total device count")
     args = ap.parse_args(argv)
-    try:
-        table = load_rank_table(args.table, args.device_num)
-        if args.server_index == "auto":
-            idx = 0 if table.server_count == 1 else table.find_server()
-        else:
-            try:
-                idx = int(args.server_index)
-            except ValueError:
-                _fail(args.table, f"--server_index must be an integer or 'auto', got {args.server_index!r}")
-            if not 0 <= idx < table.server_count:
-                _fail(args.table, f"--server_index {idx} out of range (table has {table.server_count} servers)")
-    except RankTableError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
+    table = load_rank_table(args.table, args.device_num)
+    if args.server_index == "auto":
+        idx = 0 if table.server_count == 1 else table.find_server()
+    else:
+        try:
+            idx = int(args.server_index)
+        except ValueError:
+            _fail(args.table, f"--server_index must be an integer or 'auto', got {args.server_index!r}")
+        if not 0 <= idx < table.server_count:
+            _fail(args.table, f"--server_index {idx} out of range (table has {table.server_count} servers)")
     print(shell_assignments(table, idx))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from common import cli
+    cli.run(main, sys.argv[1:], errors=(RankTableError,))

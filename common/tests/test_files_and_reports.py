@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from common import checkpoint, compare, config, imagefolder, progress, summary
+from common.cli import RecipeError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,8 +186,12 @@ def test_compare_flags_regressions_beyond_threshold(tmp_path, capsys):
 def test_compare_rejects_non_records(tmp_path):
     p = tmp_path / "x.json"
     p.write_text("[1]")
-    with pytest.raises(SystemExit, match="not a run record"):
+    with pytest.raises(RecipeError, match="x.json: not a run record"):
         compare.main([str(p)])
+    proc = subprocess.run([sys.executable, "-m", "common.compare", str(p), str(tmp_path / "missing.json")],
+                          capture_output=True, text=True, cwd=Path(compare.__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("x.json: not a run record (needs images_per_sec and accuracy)")
 
 
 def test_env_sh_parses_test_flags_and_rejects_bad_ones(tmp_path):
