@@ -163,28 +163,11 @@ def test_a_worker_killed_by_a_signal_gives_128_plus_the_signal(job):
         _cleanup(records)
 
 
-def test_a_worker_ignoring_sigterm_is_killed_after_grace(job):
+def _signal_launcher(job, mode, grace, sig):
+    """Start 2 workers in ``mode``, send ``sig`` to the launcher once both are up: (exit status, seconds it took
+    to exit, worker pids still alive)."""
     table = write_rank_table(job / "rank_table.json", 2)
-    proc = subprocess.Popen(_cmd(job, table, "--ranks=2", "--mode=stubborn", launch_flags=["--grace=1"]),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    records = {}
-    try:
-        records = _wait_up(job, range(2), proc)
-        t0 = time.time()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 128 + signal.SIGTERM, out + err
-        assert 1 <= time.time() - t0 < 10
-        assert _alive_pids(records) == []
-    finally:
-        proc.kill()
-        _cleanup(records)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_the_launcher_stops_the_workers(job, sig):
-    table = write_rank_table(job / "rank_table.json", 2)
-    proc = subprocess.Popen(_cmd(job, table, "--ranks=2", "--mode=wait", launch_flags=["--grace=60"]),
+    proc = subprocess.Popen(_cmd(job, table, "--ranks=2", f"--mode={mode}", launch_flags=[f"--grace={grace}"]),
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     records = {}
     try:
@@ -192,11 +175,23 @@ def test_a_signal_to_the_launcher_stops_the_workers(job, sig):
         t0 = time.time()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 128 + sig and time.time() - t0 < 10, out + err
-        assert _alive_pids(records) == []
+        return proc.returncode, time.time() - t0, _alive_pids(records), out + err
     finally:
         proc.kill()
         _cleanup(records)
+
+
+def test_a_worker_ignoring_sigterm_is_killed_after_grace(job):
+    rc, seconds, alive, output = _signal_launcher(job, "stubborn", 1, signal.SIGTERM)
+    assert rc == 128 + signal.SIGTERM, output
+    assert 1 <= seconds < 10 and alive == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_launcher_stops_the_workers(job, sig):
+    rc, seconds, alive, output = _signal_launcher(job, "wait", 60, sig)
+    assert rc == 128 + sig and seconds < 10, output
+    assert alive == []
 
 
 def test_tf_config_addresses_every_rank_of_a_two_server_table(job):
