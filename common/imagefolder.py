@@ -29,23 +29,73 @@ def resolve_split(path, split: str) -> Path:
     raise ImageFolderError(f"{p}: no '{split}' folder and no class folders here")
 
 
-def list_images(root, max_classes=None):
-    """Sorted class folders -> ``(samples [(path, label)], class_names)``; errors name the folder."""
+def _images_of(folder):
+    """Image files under ``folder`` (recursively), in a sorted, host-independent order."""
+    return [os.path.join(dirpath, f) for dirpath, _, files in sorted(os.walk(folder)) for f in sorted(files)
+            if os.path.splitext(f)[1].lower() in IMG_EXTS]
+
+
+def list_images(root, max_classes=None, classes=None, log=print):
+    """Class folders -> ``(samples [(path, label)], class_names)``; errors name the folder.
+
+    Without ``classes`` the labels number this split's non-empty class folders in sorted order (training).
+    With ``classes`` (the names training numbered; label = index) each folder is labelled by its name, so
+    an extra, missing or empty folder in one split cannot shift the labels of the other: a folder holding
+    images under a name training never saw stops with its path. A class folder with no image in it (a
+    ``lost+found``, an unfinished download) is reported through ``log`` and left out, in both cases, so
+    train and val agree whichever split has it.
+    """
     root = Path(root)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
         raise ImageFolderError(f"{root}: no class folders")
-    if max_classes:
-        classes = classes[:max_classes]
-    samples = []
-    for label, c in enumerate(classes):
-        for dirpath, _, files in sorted(os.walk(root / c)):
-            for f in sorted(files):
-                if os.path.splitext(f)[1].lower() in IMG_EXTS:
-                    samples.append((os.path.join(dirpath, f), label))
+    files = {}
+    for name in folders:
+        found = _images_of(root / name)
+        if found:
+            files[name] = found
+        else:
+            log(f"{root / name}: class folder holds no image; left out of the class numbering")
+    if classes is None:
+        classes = sorted(files)
+        if max_classes:
+            classes = classes[:max_classes]
+    else:
+        classes = list(classes)
+        unknown = [name for name in files if name not in classes]
+        if unknown:
+            raise ImageFolderError(f"{root / unknown[0]}: class folder not among the {len(classes)} classes the "
+                                   f"model was trained on ({len(unknown)} such folder(s) in {root})")
+    labels = {name: i for i, name in enumerate(classes)}
+    samples = [(path, labels[name]) for name in sorted(files) if name in labels for path in files[name]]
     if not samples:
         raise ImageFolderError(f"{root}: class folders contain no images")
     return samples, classes
+
+
+CLASSES_KEY = "zoo_class_names"  # the checkpoint entry that carries the class names of training
+
+
+def encode_classes(classes):
+    """Class names -> a uint8 array (UTF-8 JSON), storable in any framework's checkpoint as a tensor."""
+    import json
+
+    import numpy as np
+    return np.frombuffer(json.dumps(list(classes)).encode("utf-8"), dtype=np.uint8).copy()
+
+
+def decode_classes(array, where="checkpoint"):
+    """The inverse of ``encode_classes``; a damaged entry stops with ``where`` named."""
+    import json
+
+    import numpy as np
+    try:
+        names = json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ImageFolderError(f"{where}: damaged {CLASSES_KEY} entry ({exc})") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ImageFolderError(f"{where}: damaged {CLASSES_KEY} entry (not a list of names)")
+    return names
 
 
 def check_image(path) -> str:

@@ -192,3 +192,14 @@ def test_bench_names_the_cpu_and_keeps_an_earlier_hosts_figures_apart(monkeypatc
     again = bench.with_earlier_hosts(new.replace("30.0", "31.0"), merged)
     assert "| x | 20.0 |" in again and again.count("# Earlier hosts") == 1 and "31.0" in again
     assert bench.with_earlier_hosts(new, "") == new
+
+
+def test_a_missing_tests_folder_fails_the_run(monkeypatch, capsys):
+    from ci import run_tests
+    monkeypatch.setitem(run_tests.SUITES, "gone", ("ci", "no_such_recipe/tests"))
+    monkeypatch.setitem(run_tests.SUITES, "common", ("ci", "common/tests"))
+    monkeypatch.setattr(run_tests, "run_suite", lambda name, real=run_tests.run_suite:
+                        real(name) if name == "gone" else {"rc": 0, "seconds": 1.0, "passed": 3})
+    assert run_tests.main(["common", "gone"]) == 1
+    out = capsys.readouterr().out
+    assert "no_such_recipe/tests is missing" in out and "| gone | 0 | 0 | 1 |" in out and "3 passed, 1 failed" in out

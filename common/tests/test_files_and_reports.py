@@ -82,6 +82,49 @@ class TestImageFolder:
         samples, classes = imagefolder.list_images(self.make(tmp_path))
         assert classes == ["n1", "n2"] and len(samples) == 4 and samples[-1][1] == 1
 
+    def test_val_is_labelled_by_the_class_names_of_training(self, tmp_path):
+        # an empty folder and a stray lost+found in train, a class missing from val: no label may move
+        from PIL import Image
+        train = self.make(tmp_path)
+        for c in ("aaa_empty", "lost+found"):
+            (train / c).mkdir()
+        (train / "n3").mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(train / "n3" / "0.JPEG", "JPEG")
+        val = tmp_path / "val"
+        for c in ("n2", "n3"):
+            (val / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(val / c / "0.JPEG", "JPEG")
+        said = []
+        train_samples, classes = imagefolder.list_images(train, log=said.append)
+        assert classes == ["n1", "n2", "n3"] and sorted(set(lab for _, lab in train_samples)) == [0, 1, 2]
+        assert len(said) == 2 and all("holds no image" in line for line in said)
+        assert "aaa_empty" in said[0] and "lost+found" in said[1]
+        val_samples, val_classes = imagefolder.list_images(val, classes=classes)
+        assert val_classes == classes
+        assert [(Path(p).parent.name, lab) for p, lab in val_samples] == [("n2", 1), ("n3", 2)]
+        # numbered on its own, val would have said n2 = 0: the shift this guards against
+        assert imagefolder.list_images(val)[0][0][1] == 0
+
+    def test_a_val_class_training_never_saw_stops_with_its_folder(self, tmp_path):
+        from PIL import Image
+        train = self.make(tmp_path)
+        val = tmp_path / "val"
+        for c in ("n1", "zz_new"):
+            (val / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(val / c / "0.JPEG", "JPEG")
+        (val / "empty_extra").mkdir()  # empty: reported and left out, not an error
+        _, classes = imagefolder.list_images(train)
+        with pytest.raises(imagefolder.ImageFolderError) as exc:
+            imagefolder.list_images(val, classes=classes, log=lambda _m: None)
+        assert str(val / "zz_new") in str(exc.value) and "\n" not in str(exc.value)
+
+    def test_class_names_round_trip_through_a_uint8_array(self):
+        names = ["n01440764", "ünï cödé", "with space"]
+        arr = imagefolder.encode_classes(names)
+        assert arr.dtype == np.uint8 and imagefolder.decode_classes(arr) == names
+        with pytest.raises(imagefolder.ImageFolderError, match="ckpt_x: damaged"):
+            imagefolder.decode_classes(arr[:-3], where="ckpt_x")
+
     def test_resolve_split_accepts_parent_or_split(self, tmp_path):
         root = self.make(tmp_path)
         assert imagefolder.resolve_split(tmp_path, "train") == root
