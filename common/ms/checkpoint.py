@@ -16,6 +16,7 @@ import mindspore as ms
 
 from common import events
 from common.checkpoint import CheckpointError, atomic_write, latest_valid, remove_stale_temps
+from common.imagefolder import CLASSES_KEY, decode_classes, encode_classes
 
 # what an optimiser checkpoint need not hold: they are rebuilt from the config (the LR schedule is a Tensor
 # of the optimiser, its position is global_step, which is saved)
@@ -87,6 +88,19 @@ def meta_value(params: dict, key: str, default=None):
         return value.item() if value.size == 1 else value
     except AttributeError:
         return value
+
+
+def classes_meta(classes) -> dict:
+    """``meta`` for :func:`save_ckpt` that carries training's class names (label = index), as a uint8 Tensor."""
+    return {CLASSES_KEY: ms.Tensor(encode_classes(classes))}
+
+
+def classes_of(params: dict, path) -> Optional[List[str]]:
+    """Training's class names saved by :func:`classes_meta`, or None for a checkpoint without them (an original's)."""
+    value = params.get(CLASSES_KEY)
+    if value is None:
+        return None
+    return decode_classes(value.asnumpy(), where=str(path))
 
 
 class CheckpointSeries:
