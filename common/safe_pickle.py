@@ -57,12 +57,15 @@ class _Restricted(pickle.Unpickler):
 def loads(data: bytes, source: str = "<bytes>"):
     try:
         return _Restricted(io.BytesIO(data), source).load()
-    except UnsafePickleError:
-        raise
+    except UnsafePickleError as exc:
+        if str(exc).startswith(f"{source}: "):
+            raise
+        raise UnsafePickleError(f"{source}: {exc}") from None  # the refusals raised below find_class
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
             OverflowError, MemoryError, RecursionError, UnicodeDecodeError, ImportError,
             SystemError) as exc:  # SystemError: numpy's dtype __setstate__ on a mutated state tuple
-        raise UnsafePickleError(f"{source}: corrupt or truncated pickle ({type(exc).__name__}: {str(exc)[:120]})") from None
+        detail = " ".join(str(exc).split())[:120]  # one line, whatever the exception says
+        raise UnsafePickleError(f"{source}: corrupt or truncated pickle ({type(exc).__name__}: {detail})") from None
 
 
 def load(path):

@@ -22,12 +22,26 @@ class TestAtomicCheckpoint:
 
         def crash(tmp):
             Path(tmp).write_bytes(b"half")
-            raise KeyboardInterrupt  # killed mid-save
+            raise KeyboardInterrupt  # Ctrl-C mid-save: the writer's clean-up runs
 
         with pytest.raises(KeyboardInterrupt):
             checkpoint.atomic_write(p, crash)
         assert p.read_bytes() == b"good"
         assert [f.name for f in tmp_path.iterdir()] == ["ckpt.bin"]  # no temp file left behind
+
+    def test_sigkill_mid_write_keeps_previous_file(self, tmp_path):
+        # SIGKILL: no clean-up runs; the old file must still be whole (the temp is removed on resume, see
+        # test_checkpoint_faults.py::test_temp_left_by_a_save_killed_mid_write_is_removed_on_resume)
+        p = tmp_path / "ckpt.bin"
+        checkpoint.atomic_write_bytes(p, b"good" * 1000)
+        code = ("import os, signal, sys\nfrom common import checkpoint\n"
+                "def write(tmp):\n    open(tmp, 'wb').write(b'half')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+                "checkpoint.atomic_write(sys.argv[1], write)\n")
+        proc = subprocess.run([sys.executable, "-c", code, str(p)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == -9
+        assert p.read_bytes() == b"good" * 1000
+        (temp,) = [f for f in tmp_path.iterdir() if f.name != "ckpt.bin"]
+        assert temp.read_bytes() == b"half"
 
     def test_written_file_gets_normal_permissions_not_owner_only(self, tmp_path):
         p = checkpoint.atomic_write_text(tmp_path / "record.json", "{}")
