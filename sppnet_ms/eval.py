@@ -2,6 +2,9 @@
 
 The network is built with ``phase='test'`` (no dropout). Input size and class count default to what the
 checkpoint's training run recorded, so ``best.ckpt`` reproduces the accuracy printed at the end of training.
+The folders are labelled by the class names the checkpoint carries (training's numbering), so a class missing
+from the evaluation folder shifts no label; a checkpoint without them (an original MindSpore one) falls back to
+the folder's own sorted class names, and says so.
 """
 import argparse
 import json
@@ -44,6 +47,7 @@ def main(argv=None):
 
     from common.checkpoint import atomic_write_text
     from common.ms import load_ckpt, load_into, meta_value
+    from common.ms.checkpoint import classes_of
 
     from src.config import get_config
     from src.dataset import create_dataset_imagenet, load_split
@@ -65,7 +69,11 @@ def main(argv=None):
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(target, args.device_id)
 
-    samples, classes = load_split(args.data_path, 'val', args.vet_images, args.skip_bad_images)
+    names = classes_of(params, args.ckpt_path)
+    if names is None:
+        print(f"{args.ckpt_path}: the checkpoint carries no class names; labelling the class folders of "
+              f"{args.data_path} by their own sorted order")
+    samples, classes = load_split(args.data_path, 'val', args.vet_images, args.skip_bad_images, classes=names)
     if len(classes) > num_classes:
         raise ImageFolderError(f"{args.data_path}: {len(classes)} class folders but the model has "
                                f"{num_classes} outputs")

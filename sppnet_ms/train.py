@@ -77,6 +77,9 @@ def _recipe_flags(p):
                    help='distributed: average gradients over ranks (false = sum them, as the original)')
     p.add_argument('--resume', default=None, help="checkpoint to resume from, or 'auto' (newest valid in --ckpt_path)")
     p.add_argument('--keep_checkpoint_max', type=cli.positive_int, default=2, help='epoch checkpoints kept for resume')
+    p.add_argument('--rank_checkpoints', type=cli.str2bool, default=False,
+                   help='distributed: every rank > 0 also writes its epoch checkpoints, to <ckpt_path>/rank_<r>/ '
+                        "(to compare the replicas' weights); default: rank 0 only")
     p.add_argument('--eval_interval', type=cli.positive_int, default=1, help='evaluate every N epochs (and the last)')
     p.add_argument('--skip_bad_images', action='store_true',
                    help='skip (and list) unreadable images instead of stopping')
@@ -135,11 +138,7 @@ def create_model(args, ctx):
 def create_data(args, ctx):
     """The listed (and vetted) images and their pipelines: a fresh, epoch-seeded training pipeline per epoch."""
     from src.dataset import TrainData
-    data = TrainData.from_args(args, ctx)
-    if ctx.group_size > 1:
-        # every rank says what it trains on, so a launcher test can check that the shards differ
-        print(f"rank {ctx.rank}/{ctx.group_size}: first batch sha256 {data.first_batch_digest()}", flush=True)
-    return data
+    return TrainData.from_args(args, ctx)
 
 
 # -- loss, optimiser -----------------------------------------------------------------------------------------
@@ -244,11 +243,12 @@ def validate(args, loop, data, epoch, size):
 
 
 def save_checkpoint(args, ctx, loop, epoch, loss, res, seconds):
-    """The epoch's summary row, then its checkpoint (atomic; emits ``checkpoint``; prunes the oldest)."""
-    if not ctx.primary:
+    """The epoch's summary row, then its checkpoint (atomic; emits ``checkpoint``; prunes the oldest). Rank 0
+    writes both; another rank, with ``--rank_checkpoints``, only its own checkpoint (<ckpt_path>/rank_<r>/)."""
+    if loop.series is None:
         return
-    # the summary row first: every checkpoint a resume can pick then has its row
-    loop.records.add(epoch + 1, loss, res, seconds)
+    if ctx.primary:  # the summary row first: every checkpoint a resume can pick then has its row
+        loop.records.add(epoch + 1, loss, res, seconds)
     global_step = (epoch + 1) * loop.steps_per_epoch
     loop.series.save(loop.train_state(), epoch + 1, global_step, loop.checkpoint_meta(epoch + 1))
 

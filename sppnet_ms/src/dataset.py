@@ -18,7 +18,6 @@ from mindspore import dtype as mstype
 import mindspore.dataset.transforms as transforms
 from PIL import Image
 
-from common.digest import weights_digest
 from common.imagefolder import ImageFolderError, list_images, resolve_split, vet_images
 
 from .config import MULT_SIZES
@@ -27,22 +26,27 @@ MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 
-def load_split(path, split, vet=True, skip_bad=False, log=print):
-    """``path`` is the split folder or its parent. Returns (samples [(file, label)], class names)."""
+def load_split(path, split, vet=True, skip_bad=False, log=print, classes=None):
+    """``path`` is the split folder or its parent. Returns (samples [(file, label)], class names).
+
+    Without ``classes`` the labels number the split's non-empty class folders in sorted order (training's
+    numbering). With ``classes`` (training's names, label = index) each folder is labelled by its name, so a
+    class missing from this split, or an empty folder in either, cannot shift a label; a folder with images
+    under a name training never saw stops with its path (``common.imagefolder.list_images``).
+    """
     root = resolve_split(path, split)
-    samples, classes = list_images(root)
+    samples, classes = list_images(root, classes=classes, log=log)
     if vet:
         samples, _ = vet_images(samples, skip_bad=skip_bad, log=log)
     return samples, classes
 
 
 def class_names(path, split):
-    """The sorted class folders of a split, without listing the images (``list_images``' rule)."""
-    root = resolve_split(path, split)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith('.'))
-    if not classes:
-        raise ImageFolderError(f"{root}: no class folders")
-    return classes
+    """The class names a run numbers: the split's non-empty class folders, sorted (``list_images``' rule).
+
+    It lists the images to know which folders hold one (cheap next to vetting them); the folders it leaves out
+    are reported when the data is loaded, not here."""
+    return list_images(resolve_split(path, split), log=lambda *_: None)[1]
 
 
 class _Reader:
@@ -140,10 +144,9 @@ class TrainData:
     def from_args(cls, args, ctx):
         from common.cli import steps_per_epoch
         train, classes = load_split(args.train_path, 'train', args.vet_images, args.skip_bad_images, ctx.log)
-        evaluation, eval_classes = load_split(args.eval_path, 'val', args.vet_images, args.skip_bad_images, ctx.log)
-        if eval_classes != classes:
-            raise ImageFolderError(f"{args.eval_path}: class folders differ from {args.train_path} "
-                                   f"({len(eval_classes)} vs {len(classes)})")
+        # val is labelled by training's class names, not by its own folder list (which may lack a class)
+        evaluation, _ = load_split(args.eval_path, 'val', args.vet_images, args.skip_bad_images, ctx.log,
+                                   classes=classes)
         sizes = [args.image_size] + ([second_size(args.image_size)] if args.train_model == 'sppnet_mult' else [])
         batch = args.cfg.batch_size
         per_pass = len(train) // ctx.group_size // batch
@@ -166,8 +169,3 @@ class TrainData:
     def eval(self):
         return create_dataset_imagenet(self.eval_samples, self.batch_size, self.train_model, False, self.sizes[0],
                                        workers=self.workers)
-
-    def first_batch_digest(self):
-        """``common.digest.weights_digest`` of epoch 0's first (image, label) batch on this rank."""
-        image, label = next(self.train(0)[0].create_tuple_iterator(output_numpy=True))
-        return weights_digest([image, label])

@@ -9,6 +9,7 @@ import mindspore as ms
 
 from common.checkpoint import CheckpointError
 from common.ms import CheckpointSeries, RankLog, StepMonitor, cell_digest, load_ckpt, load_into, meta_value
+from common.ms.checkpoint import classes_meta
 from common.progress import Progress
 from common.summary import EpochSummary, plot_curves
 from common.throughput import ThroughputMeter, warmup_steps
@@ -73,9 +74,12 @@ class TrainState:
     best_epoch: int = 0
 
 
-def checkpoint_series(args, ctx):
-    """``<ckpt_path>/<model>-<epoch>.ckpt``, the newest ``--keep_checkpoint_max`` kept."""
-    return CheckpointSeries(args.ckpt_path, f'{args.train_model}-{{epoch}}.ckpt', keep=args.keep_checkpoint_max,
+def checkpoint_series(args, ctx, rank=0):
+    """``<ckpt_path>/<model>-<epoch>.ckpt``, the newest ``--keep_checkpoint_max`` kept: rank 0's, which
+    ``--resume`` reads on every rank. ``rank`` r > 0: that rank's own copy in ``<ckpt_path>/rank_<r>/``
+    (``--rank_checkpoints``), so the replicas' weights can be compared file by file."""
+    folder = args.ckpt_path if rank == 0 else os.path.join(args.ckpt_path, f'rank_{rank}')
+    return CheckpointSeries(folder, f'{args.train_model}-{{epoch}}.ckpt', keep=args.keep_checkpoint_max,
                             events_dir=ctx.out_dir, rank=ctx.rank, log=ctx.log)
 
 
@@ -144,7 +148,7 @@ class Loop:
     meter: ThroughputMeter
     progress: Progress
     evaluator: EvalCallBack
-    series: CheckpointSeries
+    series: Optional[CheckpointSeries]  # None: a rank > 0 without --rank_checkpoints writes none
     records: EpochRecords
     steps_per_epoch: int
     start_epoch: int
@@ -164,11 +168,12 @@ class Loop:
                                 warmup_steps=warmup_steps(spe, max(1, epochs_left), group=spe if ctx.sink else 1))
         monitor = StepMonitor(meter, progress, lambda i: float(lr[min(i, len(lr) - 1)]), events_dir=ctx.out_dir,
                               rank=ctx.rank)
-        evaluator = EvalCallBack(trainer, data.eval, net, args.ckpt_path, lambda: _meta(args, net),
+        evaluator = EvalCallBack(trainer, data.eval, net, args.ckpt_path, lambda: _meta(args, net, data.classes),
                                  save=ctx.primary, log=ctx.log)
         evaluator.best, evaluator.best_epoch = dict(state.best), state.best_epoch
         records = EpochRecords(args, ctx, net, lr, spe, resumed=state.epoch > 0)
-        return cls(net, opt, trainer, monitor, meter, progress, evaluator, checkpoint_series(args, ctx), records,
+        series = checkpoint_series(args, ctx, ctx.rank) if ctx.primary or args.rank_checkpoints else None
+        return cls(net, opt, trainer, monitor, meter, progress, evaluator, series, records,
                    spe, state.epoch, count_params(net), args.image_size)
 
     def start_message(self, args, ctx, data, state):
@@ -216,6 +221,8 @@ def _num_classes(net):
     return int(net.fc3.weight.shape[0])
 
 
-def _meta(args, net):
-    """What every checkpoint of the run records about the network (eval.py and export.py read it back)."""
-    return {'train_model': args.train_model, 'image_size': args.image_size, 'num_classes': _num_classes(net)}
+def _meta(args, net, classes):
+    """What every checkpoint of the run records about the network (eval.py and export.py read it back), with
+    training's class names (label = index), by which eval.py labels its folders."""
+    return {'train_model': args.train_model, 'image_size': args.image_size, 'num_classes': _num_classes(net),
+            **classes_meta(classes)}

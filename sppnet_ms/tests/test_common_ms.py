@@ -4,7 +4,6 @@ They live in common/ but need MindSpore, so their tests run here, in the MindSpo
 """
 import ast
 import os
-import time
 
 import mindspore as ms
 import mindspore.dataset as mds
@@ -16,8 +15,10 @@ from mindspore.train import Model
 from common import events
 from common.checkpoint import CheckpointError
 from common.digest import weights_digest
+from common.imagefolder import ImageFolderError
 from common.ms import (CheckpointSeries, NonFiniteLossError, StepMonitor, cell_digest, emit_initial_weights,
                        load_ckpt, load_into, meta_value, save_ckpt)
+from common.ms.checkpoint import classes_meta, classes_of
 from common.progress import Progress
 from common.throughput import ThroughputMeter
 
@@ -108,7 +109,6 @@ def test_find_resume_skips_a_truncated_newest_file_and_removes_stale_temps(tmp_p
     logged = []
     series = CheckpointSeries(tmp_path, 'm-{epoch}.ckpt', log=logged.append)
     good = series.save(nn.Dense(4, 2), 1, 3)
-    time.sleep(0.01)
     series.path(2).write_bytes(good.read_bytes()[:-1])  # a save cut short outside the atomic writer
     stale = tmp_path / '.m-3.ckpt.abc123.tmp'
     stale.write_bytes(b'half a save')
@@ -135,6 +135,18 @@ def test_load_into_names_the_mismatched_parameter(tmp_path):
         load_into(nn.Dense(5, 2), params, path, 'dense 5')
     with pytest.raises(CheckpointError, match='missing parameters'):
         load_into(nn.SequentialCell([nn.Dense(4, 2), nn.Dense(2, 2)]), params, path)
+
+
+def test_class_names_round_trip_through_a_checkpoint(tmp_path):
+    names = ['n01440764', 'lost+found', 'ünïcode', 'with space']
+    path = save_ckpt(tmp_path / 'a.ckpt', nn.Dense(4, 2), dict(classes_meta(names), train_model='zfnet'))
+    params = load_ckpt(path)
+    assert classes_of(params, path) == names
+    load_into(nn.Dense(4, 2), params, path)  # the extra entry is no parameter of the network
+    assert classes_of(load_ckpt(save_ckpt(tmp_path / 'b.ckpt', nn.Dense(4, 2))), path) is None  # an original's
+    params['zoo_class_names'] = ms.Tensor(np.frombuffer(b'\xff not json', np.uint8))
+    with pytest.raises(ImageFolderError, match=str(path)):
+        classes_of(params, path)
 
 
 def test_cell_digest_is_the_common_digest_of_the_trainable_weights(tmp_path):
