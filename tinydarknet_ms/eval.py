@@ -1,7 +1,9 @@
 """Evaluate a Tiny-DarkNet checkpoint on an ImageNet-style val folder: prints top-1 and top-5.
 
 As mindspore-ai/models research/cv/tinydarknet eval.py (``accuracy:  {...}``), but every val image counts
-(the original dropped the last partial batch).
+(the original dropped the last partial batch), and the val folders are labelled through the class names the
+checkpoint carries (train.py saves them), so a class missing from val cannot shift the labels; a checkpoint
+without them (an original MindSpore one) falls back to the val folder's own sorted names, with a line saying so.
 
     python eval.py --val_data_dir=/data/imagenet/val --checkpoint_path=train_tinydarknet_imagenet-500_1251.ckpt
 """
@@ -18,6 +20,7 @@ from common import cli  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.imagefolder import ImageFolderError  # noqa: E402
 from common.ms import load_ckpt, load_into  # noqa: E402
+from common.ms.checkpoint import classes_of  # noqa: E402
 from src.CrossEntropySmooth import CrossEntropySmooth  # noqa: E402
 from src.config import device_id_from_env, get_config  # noqa: E402
 from src.dataset import create_dataset_imagenet, find_split, load_samples  # noqa: E402
@@ -34,10 +37,16 @@ def main(argv=None):
     setup_context(device, device_id_from_env(cfg))
 
     val_dir = find_split(cfg.val_data_dir or cfg.data_path, "val")
-    samples, classes = load_samples(val_dir, cfg.check_images, cfg.skip_bad_images, cfg.num_parallel_workers or 1)
     params = load_ckpt(cfg.checkpoint_path)
+    trained = classes_of(params, cfg.checkpoint_path)
+    if trained is None:
+        print(f"{cfg.checkpoint_path}: no class names in this checkpoint; labelling {val_dir} by its own sorted "
+              "class folders (correct only if val has exactly the classes of training)")
+    samples, classes = load_samples(val_dir, cfg.check_images, cfg.skip_bad_images, cfg.num_parallel_workers or 1,
+                                    classes=trained)
     if len(classes) > cfg.num_classes:
-        raise cli.RecipeError(f"{val_dir}: {len(classes)} class folders but num_classes is {cfg.num_classes}")
+        where = cfg.checkpoint_path if trained is not None else val_dir
+        raise cli.RecipeError(f"{where}: {len(classes)} classes but num_classes is {cfg.num_classes}")
 
     net = TinyDarkNet(num_classes=cfg.num_classes)
     load_into(net, params, cfg.checkpoint_path, f"Tiny-DarkNet with num_classes={cfg.num_classes}")

@@ -1,9 +1,11 @@
-"""Export a Tiny-DarkNet checkpoint to MINDIR (and ONNX, or AIR on Ascend), then load it back and check it.
+"""Export a Tiny-DarkNet checkpoint to MINDIR (and ONNX, or AIR on Ascend), then load it back and run it once.
 
 As mindspore-ai/models research/cv/tinydarknet export.py (random input of shape [batch_size, 3, size, size],
 ``file_name`` + ``file_format``); the r1.2 version also wrote ONNX. Every exported file is reloaded
-(MINDIR: mindspore.load + nn.GraphCell; ONNX: onnxruntime) and its outputs compared with the network's;
-a file that fails the check is not left behind.
+(MINDIR: mindspore.load + nn.GraphCell; ONNX: onnxruntime) and run on that seeded random input (uniform 0-1,
+not images: export has no data), and its outputs must match the exported network's; a file that does not is
+not left behind. This is a round-trip check of the export only: it says nothing about the checkpoint's
+accuracy, and its input is not an image (tests/test_e2e.py runs the files on real images against the checkpoint).
 
     python export.py --checkpoint_path=train_tinydarknet_imagenet-500_1251.ckpt [--file_format=ALL]
 """
@@ -69,7 +71,8 @@ def main(argv=None):
     try:
         for fmt in formats:
             final, diff = export_checked(net, x, expected, fmt, work / target.name, target)
-            print(f"exported {final} ({fmt}); reloaded, max abs diff vs network {diff:.3g}")
+            print(f"exported {final} ({fmt}); reloaded and run on random input (not images): max abs diff vs "
+                  f"the network {diff:.3g}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -24,6 +24,7 @@ from common import cli, cputune, events, throughput  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.imagefolder import ImageFolderError  # noqa: E402
 from common.ms import CheckpointSeries, RankLog, StepMonitor, emit_initial_weights, load_ckpt, load_into  # noqa: E402
+from common.ms.checkpoint import classes_meta  # noqa: E402
 from common.progress import Progress  # noqa: E402
 from common.runrecord import case_name, finish_run  # noqa: E402
 from common.throughput import ThroughputMeter  # noqa: E402
@@ -106,13 +107,19 @@ def create_model(args, ctx):
 
 
 def create_data(args, ctx):
-    """The vetted train (and val) image lists and the steps per epoch; train_one_epoch builds each epoch's
-    pipeline from them."""
+    """The vetted train (and val) image lists, the class names and the steps per epoch; train_one_epoch builds
+    each epoch's pipeline from them.
+
+    Train numbers its non-empty class folders in sorted order; val is labelled through those names (not by its
+    own folder list), so a class missing from val or an empty folder in train cannot shift the val labels, and
+    a val folder training never saw stops the run with its path.
+    """
     workers = args.num_parallel_workers or os.cpu_count() or 1
     train_dir = find_split(args.train_data_dir or args.data_path, "train")
     train, classes = load_samples(train_dir, args.check_images, args.skip_bad_images, workers, ctx.log)
     val_dir = find_val_split(args.val_data_dir, args.data_path, train_dir)
-    val = load_samples(val_dir, args.check_images, args.skip_bad_images, workers, ctx.log)[0] if val_dir else None
+    val = (load_samples(val_dir, args.check_images, args.skip_bad_images, workers, ctx.log, classes=classes)[0]
+           if val_dir else None)
     if args.run_eval and not val:
         ctx.log(f"warning: run_eval is on but no val folder was found next to {train_dir}; pass --val_data_dir")
     if len(classes) > args.num_classes:
@@ -205,7 +212,7 @@ def train(args, ctx, trainer, data, state):
         if data.val and ctx.primary and (last or (args.run_eval and (epoch + 1) % args.eval_interval == 0)):
             top1, top5 = validate(args, ctx, trainer, data, epoch + 1)
         if (epoch + 1) % args.save_checkpoint_epochs == 0 or last:
-            save_checkpoint(ctx, trainer, epoch + 1, spe)
+            save_checkpoint(ctx, trainer, epoch + 1, spe, data.classes)
         if epoch_log is not None:
             epoch_log.add(epoch + 1, loss, top1, top5, float(lr[min(len(lr) - 1, (epoch + 1) * spe - 1)]),
                           spe * args.batch_size * ctx.group_size / seconds, seconds)
@@ -244,12 +251,13 @@ def validate(args, ctx, trainer, data, epoch):
     return top1, top5
 
 
-def save_checkpoint(ctx, trainer, epochs_done, steps_per_epoch):
-    """An atomic, CRC-checked checkpoint of the training cell (weights, momentum, global step, loss scale);
-    emits the "checkpoint" event once it is complete, then prunes to keep_checkpoint_max."""
+def save_checkpoint(ctx, trainer, epochs_done, steps_per_epoch, classes):
+    """An atomic, CRC-checked checkpoint of the training cell (weights, momentum, global step, loss scale) and
+    the class names (label = index; eval.py labels val folders through them); emits the "checkpoint" event once
+    it is complete, then prunes to keep_checkpoint_max."""
     global_step = epochs_done * steps_per_epoch
     path = ctx.checkpoints.save(trainer.train_network, epochs_done, global_step, step=steps_per_epoch,
-                                meta={"epoch_num": epochs_done, "step_num": global_step})
+                                meta={"epoch_num": epochs_done, "step_num": global_step, **classes_meta(classes)})
     print(f"saved checkpoint {path}")
     return path
 

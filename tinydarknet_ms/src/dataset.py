@@ -40,9 +40,15 @@ def find_val_split(val_data_dir, data_path, train_dir):
     return val if Path(val).resolve() != Path(train_dir).resolve() else None
 
 
-def load_samples(root, check=True, skip_bad=False, workers=1, log=print):
-    """Sorted (path, label) pairs as ImageFolderDataset numbers them; bad files stop the run or are skipped."""
-    samples, classes = list_images(root)
+def load_samples(root, check=True, skip_bad=False, workers=1, log=print, classes=None):
+    """Sorted (path, label) pairs and the class names; bad files stop the run or are skipped.
+
+    Without ``classes`` the labels number ``root``'s non-empty class folders in sorted order (the train split, as
+    ImageFolderDataset numbers them); with ``classes`` (training's names, label = index) each folder is labelled
+    by its name, so a class missing from val or an extra empty folder in train cannot shift the val labels, and
+    a folder training never saw stops with its path (``common.imagefolder.list_images``).
+    """
+    samples, classes = list_images(root, classes=classes, log=log)
     if check:
         samples = _vet(samples, skip_bad, max(1, workers), log)
     return samples, classes

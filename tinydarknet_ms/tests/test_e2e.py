@@ -13,6 +13,28 @@ from common.banner import parse_banner
 from conftest import RECIPE, SMALL, python, run
 
 CASE = "TinyDarknet_for_MindSpore_bs16_1p"
+EXPORT_RTOL = 1e-5  # of the largest |logit|: see test_export_mindir_and_onnx_reload_and_match
+
+
+def _real_batch(digits, n, size=32):
+    """``n`` digits val images from every class, through the recipe's eval transforms (N x 3 x size x size)."""
+    from src.dataset import create_dataset_imagenet, load_samples
+    samples, _ = load_samples(digits / "val", check=False)
+    picked = samples[:: max(1, len(samples) // n)][:n]
+    data = create_dataset_imagenet(picked, False, n, size, num_parallel_workers=1)
+    (images, _), = [(i.asnumpy(), lab) for i, lab in data.create_tuple_iterator(num_epochs=1)]
+    return images
+
+
+def _logits_of(ckpt, x, num_classes=10):
+    """The recipe's network (eval.py's) with the weights of ``ckpt``, on ``x``."""
+    import mindspore as ms
+    from common.ms import load_ckpt, load_into
+    from src.tinydarknet import TinyDarkNet
+    net = TinyDarkNet(num_classes)
+    load_into(net, load_ckpt(ckpt), ckpt)
+    net.set_train(False)
+    return net(ms.Tensor(x)).asnumpy()
 
 
 def _ckpt(out):
@@ -74,18 +96,34 @@ class TestPerformanceScript:
         events = list((ck / "tensorboard").glob("events.out.events.summary.*"))
         assert len(events) == 1 and events[0].stat().st_size > 0
 
-    def test_export_mindir_and_onnx_reload_and_match(self, perf_run, tmp_path):
-        out, _ = perf_run
-        proc = python("export.py", f"--checkpoint_path={_ckpt(out)}", "--num_classes=10", "--image_size=32",
-                      "--batch_size=2", f"--file_name={tmp_path / 'tdn'}", "--file_format=ALL", "--device_target=CPU")
+    def test_export_mindir_and_onnx_reload_and_match(self, perf_run, digits, tmp_path):
+        """The exported files, run in their own runtimes (onnxruntime; mindspore.load + nn.GraphCell) on real
+        digits val images, give the logits of the trained checkpoint loaded into the recipe's network (eval.py's
+        net, leaky 'mix'; the exporter builds the 'max' form, the same function).
+
+        Tolerance: 1e-5 of the largest |logit| (float32 keeps ~7 digits; the runtimes' kernels sum in different
+        orders). The performance run's 8 steps at lr 0.1 leave logits of up to ~1000; measured on this AMD EPYC
+        (AVX2) host: max abs diff / max |logit| = 4.8e-7 for ONNX, 3.6e-7 for MINDIR. The untrained
+        network's logits are ~1e-12: off by 100 %.
+        """
+        ckpt = _ckpt(perf_run[0])
+        python("export.py", f"--checkpoint_path={ckpt}", "--num_classes=10", "--image_size=32", "--batch_size=16",
+               f"--file_name={tmp_path / 'tdn'}", "--file_format=ALL", "--device_target=CPU")
         assert (tmp_path / "tdn.mindir").stat().st_size > 1_000_000
         assert (tmp_path / "tdn.onnx").stat().st_size > 1_000_000
-        diffs = [float(d) for d in re.findall(r"max abs diff vs network (\S+)", proc.stdout)]
-        assert len(diffs) == 2 and max(diffs) < 1e-4
-        import onnxruntime as ort  # an independent check of the exported graph's shape
+        x = _real_batch(digits, 16)
+        expected = _logits_of(ckpt, x)
+        tol = EXPORT_RTOL * np.abs(expected).max()
+        # real images of 10 classes: the logits vary from image to image far beyond the tolerance
+        assert np.ptp(expected, axis=0).min() > 100 * tol, (np.ptp(expected, axis=0), tol)
+        import onnxruntime as ort
         sess = ort.InferenceSession(str(tmp_path / "tdn.onnx"), providers=["CPUExecutionProvider"])
-        y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((2, 3, 32, 32), np.float32)})[0]
-        assert y.shape == (2, 10)
+        onnx_out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(onnx_out, expected, rtol=0, atol=tol, err_msg="ONNX vs checkpoint")
+        import mindspore as ms
+        graph = ms.nn.GraphCell(ms.load(str(tmp_path / "tdn.mindir")))
+        mindir_out = graph(ms.Tensor(x)).asnumpy()
+        np.testing.assert_allclose(mindir_out, expected, rtol=0, atol=tol, err_msg="MINDIR vs checkpoint")
 
     def test_air_refused_off_ascend_without_leftovers(self, perf_run, tmp_path):
         out, _ = perf_run
@@ -97,6 +135,14 @@ class TestPerformanceScript:
 
 class TestLearning:
     def test_digits_top1_far_above_chance(self, learn_run):
+        """The demo run (seed 1, 3 epochs of 93 steps) learns: top-1 >= 0.5 (chance 0.1), last-epoch train
+        loss < 2.0 (chance ln 10 = 2.30).
+
+        Measured with seeds 1-4 on this AMD EPYC (AVX2 only) host, machine loaded: top-1 0.620 / 0.747 / 0.630
+        / 0.763, loss 1.930 / 1.859 / 1.774 / 1.891. Seed 1 elsewhere: 0.760 on a 2-core AVX-512 EPYC, 0.830 on
+        an earlier machine (losses not recorded); an Intel AVX-512 host was not measured. The top-1 margin is
+        0.12 below the worst seed; the loss margin is thin (0.07 below seed 1 here).
+        """
         out, stdout = learn_run
         rec = json.loads((out / f"{CASE}_acc.json").read_text())
         assert rec["accuracy"] >= 0.5, rec["accuracy"]  # chance is 0.1; threshold chance + 0.4
