@@ -82,7 +82,7 @@ def setup(args) -> runtime.Context:
     # so it is seeded too, or the initial weights would differ from run to run
     keras.utils.set_random_seed(args.seed)
     ctx = runtime.Context(rank=rank, world=world, arrays=arrays, out=out, device=device, policy=policy,
-                          strategy=strategy)
+                          strategy=strategy, keep_rank_files=args.keep_rank_checkpoints)
     x_train, x_test = arrays[0], arrays[2]
     ctx.say(f"cutmix_tf2: device={device} precision={policy} workers={world} cutmix={not args.no_cutmix} "
             f"eval_static={args.eval_static} batch_size={args.batch_size} epochs={args.epochs} seed={args.seed} "
@@ -132,15 +132,16 @@ def create_data(args, ctx) -> runtime.Data:
             x_shard, y_shard, first_epoch, args.epochs, args.seed + ctx.rank, **opts))
 
     test_ds = pipeline.test_dataset(x_test, one_hot(y_test), global_batch, drop_remainder=drop)
+    shard_info = {"size": len(x_shard), "sha256": hashlib.sha256(x_shard.tobytes()).hexdigest()[:16]}
     if ctx.world > 1:
-        print(f"rank {ctx.rank}/{ctx.world}: {len(x_shard)} training images, shard sha256 "
-              f"{hashlib.sha256(x_shard.tobytes()).hexdigest()[:16]}", flush=True)
+        print(f"rank {ctx.rank}/{ctx.world}: {shard_info['size']} training images, shard sha256 "
+              f"{shard_info['sha256']}", flush=True)
     if args.save_samples and ctx.is_chief:
         from src.samples import save_grid
         sample_x, sample_y = next(iter(pipeline.train_epoch(x_shard, y_shard, 0, args.seed, 16,
                                                             use_cutmix=not args.no_cutmix)))
         ctx.say(f"wrote {save_grid(sample_x.numpy(), sample_y.numpy(), names, ctx.out / 'cutmix_samples.png')}")
-    return runtime.Data(train=train_from, test=test_ds, steps=steps, global_batch=global_batch)
+    return runtime.Data(train=train_from, test=test_ds, steps=steps, global_batch=global_batch, shard=shard_info)
 
 
 # -- loss and optimiser: the original's compile
@@ -193,8 +194,10 @@ def train(args, ctx, model, data, state) -> runtime.Result:
     meter = ThroughputMeter(data.global_batch, world_size=1,
                             warmup_steps=throughput.warmup_steps(data.steps, args.epochs - state.epoch))
     callbacks = make_callbacks(args, ctx, data, state, meter)
-    # every worker: the weights it starts from (all workers of a job must agree)
-    events.emit(ctx.out, "initial_weights", digest=weights_digest(w.numpy() for w in model.trainable_weights))
+    # every worker: the weights it starts from (all workers of a job must agree) and the training images it
+    # reads (its shard; the tests recompute it); by the time of this event every worker has joined the job
+    events.emit(ctx.out, "initial_weights", digest=weights_digest(w.numpy() for w in model.trainable_weights),
+                shard=data.shard)
     history = model.fit(data.train(state.epoch), validation_data=data.test, epochs=args.epochs,
                         initial_epoch=state.epoch, steps_per_epoch=data.steps, callbacks=callbacks,
                         verbose=2 if ctx.is_chief else 0)

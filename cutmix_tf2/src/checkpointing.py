@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
-from common.checkpoint import CheckpointError, atomic_write_dir, latest_valid
+from common.checkpoint import CheckpointError, atomic_write_dir
 from common.digest import file_digest
 
 PREFIX = "ckpt"
 META = "meta.json"
+NAME = re.compile(r"epoch_(\d+)")
+
+
+def by_epoch(root) -> list:
+    """The ``epoch_NNNN`` folders under ``root``, oldest first by the epoch in the name: never by modification
+    time, which ties within a file system's time granularity and changes when a folder is copied."""
+    found = [(int(m.group(1)), p) for p in Path(root).glob("epoch_*") if (m := NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def build_optimizer_state(model) -> None:
@@ -36,7 +45,7 @@ def save(root, epoch: int, model, extra=None, keep: int = 2) -> Path:
             json.dump(meta, fh, indent=1)
 
     path = atomic_write_dir(root / f"epoch_{epoch:04d}", write)
-    for old in sorted(root.glob("epoch_*"))[:-keep]:
+    for old in by_epoch(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
 
@@ -67,20 +76,19 @@ def verify(path) -> dict:
     return meta
 
 
-def _is_valid(path) -> bool:
-    try:
-        verify(path)
-        return True
-    except CheckpointError:
-        return False
-
-
 def find_latest(root, log=print):
-    """Newest valid ``epoch_*`` checkpoint under ``root`` (each invalid one is reported), or None."""
+    """The valid ``epoch_*`` checkpoint of the highest epoch under ``root`` (each invalid one newer than it is
+    reported and skipped), or None."""
     root = Path(root)
     if not root.is_dir():
         return None
-    return latest_valid(sorted(root.glob("epoch_*")), _is_valid, log=log)
+    for path in reversed(by_epoch(root)):
+        try:
+            verify(path)
+            return path
+        except CheckpointError as exc:
+            log(f"resume: skipping {path}: {exc}")
+    return None
 
 
 def restore(path, model) -> int:

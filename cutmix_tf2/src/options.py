@@ -56,11 +56,14 @@ def _added_flags(p):
     o.add_argument("--seed", type=int, default=42, help="seeds initial weights, shuffling and CutMix")
     o.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "npu"])
     o.add_argument("--resume", default=None,
-                   help="'auto' (newest valid checkpoint in <output_path>/checkpoints) or a checkpoint folder")
+                   help="'auto' (the valid checkpoint of the highest epoch in <output_path>/checkpoints) or a checkpoint folder")
     o.add_argument("--train_steps", type=cli.positive_int, default=None, help=cli.TRAIN_STEPS_HELP)
     o.add_argument("--perf", action="store_true",
                    help="a performance run: the run record is named _dynamic_eval_perf / _static_eval_perf")
     o.add_argument("--keep_checkpoints", type=cli.positive_int, default=2)
+    o.add_argument("--keep_rank_checkpoints", action="store_true",
+                   help="multi-worker job: every worker keeps its own checkpoints and final model in "
+                        "<output_path>/rank_<r>/ (rank 0: the usual places), so the ranks can be compared")
     o.add_argument("--tensorboard", action="store_true", help="write TensorBoard events to <output_path>/tensorboard")
 
 

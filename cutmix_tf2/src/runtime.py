@@ -30,6 +30,7 @@ class Context:
     device: str = "cpu"
     policy: str = "float32"
     strategy: Any = None
+    keep_rank_files: bool = False  # --keep_rank_checkpoints: workers other than the chief keep their saves
 
     @property
     def is_chief(self) -> bool:
@@ -40,9 +41,17 @@ class Context:
         return self.out / "checkpoints"
 
     @property
+    def rank_dir(self) -> Path:
+        """This worker's own folder (the launcher's log folder): its saves with --keep_rank_checkpoints."""
+        return self.out / f"rank_{self.rank}"
+
+    @property
     def scratch(self) -> Path:
-        """Where this worker saves: the chief keeps its checkpoints, the others' are thrown away at the end."""
-        return self.ckpt_root if self.is_chief else self.out / f".scratch_rank{self.rank}"
+        """Where this worker saves: the chief keeps its checkpoints, the others' are thrown away at the end
+        (kept in rank_<r>/checkpoints with --keep_rank_checkpoints)."""
+        if self.is_chief:
+            return self.ckpt_root
+        return self.rank_dir / "checkpoints" if self.keep_rank_files else self.out / f".scratch_rank{self.rank}"
 
     def say(self, *args) -> None:
         if self.is_chief:
@@ -55,6 +64,7 @@ class Data:
     test: Any
     steps: int                   # per epoch: the shard's batches, capped by --train_steps
     global_batch: int
+    shard: Optional[dict] = None  # this worker's part of the training set: {"size", "sha256"} (in its events)
 
 
 @dataclass
@@ -126,8 +136,12 @@ def save_model(ctx, model) -> None:
         print(f"rank {ctx.rank}/{ctx.world}: final weights sha256 {weights_digest(model.get_weights())}", flush=True)
     # under MultiWorkerMirroredStrategy every worker must save, in the same order (saving reads variables
     # through collectives); only the chief's copy is kept
-    target = ctx.out if ctx.is_chief else ctx.scratch
+    if ctx.is_chief:
+        target = ctx.out
+    else:
+        target = ctx.rank_dir if ctx.keep_rank_files else ctx.scratch
+    target.mkdir(parents=True, exist_ok=True)
     atomic_write(target / "model.h5", lambda tmp: model.save(tmp, save_format="h5", include_optimizer=False))
     atomic_write_dir(target / "saved_model", lambda tmp: model.save(tmp, save_format="tf", include_optimizer=False))
-    if not ctx.is_chief:
+    if not ctx.is_chief and not ctx.keep_rank_files:
         shutil.rmtree(ctx.scratch, ignore_errors=True)

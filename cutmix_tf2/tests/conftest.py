@@ -2,9 +2,13 @@
 
 The end-to-end run through test/train_performance_1p.sh is also the reference for the resume test: a
 second, identical run is started beside it, SIGKILLed in its second epoch, and later resumed.
+
+Time limits are hang guards, at least 3x the longest time measured on a loaded machine (2-core AMD EPYC, AVX2,
+load average 12-19 from other test suites): a short training subprocess took up to RUN_MEASURED seconds there.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -12,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # tf-keras, not Keras 3: must be set before anything imports TensorFlow
@@ -30,6 +35,9 @@ from common.testing import make_noise  # noqa: E402
 # 64 noise images at batch 8: 8 steps per epoch, 2 epochs; one progress line (with its loss) per step
 RUN_ARGS = ["--batch_size=8", "--log_steps=1", "--device=cpu"]
 EPOCHS = 2
+STEPS = 8  # per epoch
+RUN_MEASURED = 300  # s: the longest training subprocess of this suite on the loaded machine (see above)
+RUN_TIMEOUT = 3 * RUN_MEASURED
 
 
 def env():
@@ -37,7 +45,7 @@ def env():
             "MZ_PYTHON": sys.executable, "TF_USE_LEGACY_KERAS": "1", "MPLBACKEND": "Agg"}
 
 
-def run(cmd, timeout=420, **kw):
+def run(cmd, timeout=RUN_TIMEOUT, **kw):
     """Run a command in the recipe folder; stdout and stderr are kept apart."""
     return subprocess.run([str(c) for c in cmd], cwd=RECIPE, env=env(), capture_output=True, text=True,
                           timeout=timeout, **kw)
@@ -53,6 +61,61 @@ def last_run(out, kind=None):
     starts = [i for i, e in enumerate(found) if e["event"] == "resume"]
     found = found[starts[-1]:] if starts else found
     return [e for e in found if kind is None or e["event"] == kind]
+
+
+def split_runs(out):
+    """The events of ``out`` cut at each ``resume`` event (every run, a resumed one too, starts with one)."""
+    runs, current = [], None
+    for e in events.read(out):
+        if e["event"] == "resume":
+            current = []
+            runs.append(current)
+        if current is not None:
+            current.append(e)
+    return runs
+
+
+def ckpt_tensors(path):
+    """Every tensor a checkpoint folder holds (weights, BatchNorm statistics, Adam's iteration count and its m
+    and v slots), read from the saved files by TensorFlow's checkpoint reader: {name in the file: array}."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(Path(path) / "ckpt"))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+@functools.lru_cache(maxsize=None)
+def _adam_variables():
+    """(name, shape) of a freshly built Adam's variables for the recipe's model, in the order they are saved.
+    Built once: Keras numbers its layer names per process, so every checkpoint is read with the same names."""
+    from src import checkpointing
+    from src.model import compile_model, resnet_v1
+    model = compile_model(resnet_v1())
+    checkpointing.build_optimizer_state(model)
+    return tuple((v.name, tuple(v.shape)) for v in model.optimizer.variables)
+
+
+def adam_slots(tensors):
+    """{"m": {variable: array}, "v": {...}, "iterations": int} of ``ckpt_tensors``' Adam entries.
+
+    The file names slots by position (``optimizer/_variables/<k>``); the k-th of a freshly built Adam's variables
+    says which slot of which variable (k = 0 is the iteration count, stored as ``optimizer/_iterations``)."""
+    variables = _adam_variables()
+    slots = {"m": {}, "v": {}, "iterations": int(tensors["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"])}
+    assert variables[0][0].startswith("iteration") and \
+        sum(k.startswith("optimizer/_variables/") for k in tensors) == len(variables) - 1
+    for k, (full, shape) in enumerate(variables[1:], start=1):
+        kind, name = full.split("/", 1)
+        value = tensors[f"optimizer/_variables/{k}/.ATTRIBUTES/VARIABLE_VALUE"]
+        assert kind in ("m", "v") and value.shape == shape, (k, full, value.shape)
+        slots[kind][name] = value
+    return slots
+
+
+def assert_same_tensors(a, b, what):
+    """Two ``ckpt_tensors`` dicts hold the same names and bit-identical values."""
+    assert a.keys() == b.keys() and len(a) > 280, what
+    differ = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert not differ, f"{what}: {len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
 
 
 def step_losses(out, epoch, newest=True):
@@ -90,14 +153,17 @@ def runs(noise, tmp_path_factory):
                                                          *RUN_ARGS)],
                               cwd=RECIPE, env=env(), stdout=open(victim_log, "w"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 400
-        while not step_losses(victim_out, 2):  # the epoch-1 checkpoint is written before this
+        # kill once the events show the epoch-1 checkpoint complete and a step of epoch 2 done: mid-epoch 2 (the
+        # test checks from the events where the kill really landed; the 7 steps left take seconds, a poll 0.02 s)
+        deadline = time.time() + RUN_TIMEOUT
+        while not (any(e["epoch"] == 1 for e in events.read(victim_out, "checkpoint"))
+                   and any(e["epoch"] == 2 for e in events.read(victim_out, "step"))):
             assert victim.poll() is None, "the run to be killed ended early:\n" + victim_log.read_text()[-2000:]
-            assert time.time() < deadline, "no second epoch within 400 s"
-            time.sleep(0.05)
+            assert time.time() < deadline, f"no second epoch within {RUN_TIMEOUT} s"
+            time.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
         victim_rc = victim.wait(60)
-        e2e_rc = e2e.wait(400)
+        e2e_rc = e2e.wait(RUN_TIMEOUT)
     finally:
         for p in (e2e, victim):
             if p.poll() is None:

@@ -1,9 +1,11 @@
 """Two CPU workers from a rank table through test/train_performance_8p.sh (MultiWorkerMirroredStrategy).
 
 A 2-device table against one process on the same global batch, a two-server table on loopback addresses,
-a killed worker, a bad table.
+a killed worker, a bad table. What the ranks did is read from the files they saved (checkpoints, models) and
+from events, never from log lines.
 """
 import csv
+import hashlib
 import json
 import os
 import re
@@ -17,7 +19,17 @@ import pytest
 from common import events
 from common.banner import parse_banner
 from common.testing import free_port, write_rank_table
-from conftest import RECIPE, env
+from conftest import RECIPE, RUN_TIMEOUT, adam_slots, assert_same_tensors, ckpt_tensors, env
+
+# Adam's moments after step 1, 2 workers against 1 process (test_first_adam_moments_...): largest relative
+# difference per variable, measured 1.6e-2 (float32 summation order, see there); a summed gradient gives 1 for m
+# (2x) and 3 for v (4x)
+MOMENT_RTOL = 0.05
+# below this share of the largest |m| (|v|: squared) a slot holds rounding noise of an exact zero gradient
+# (measured at most 1.3e-5 for m, 1.8e-10 for v; the smallest real one 7e-3 for m, 5e-5 for v)
+NOISE = {"m": 1e-4, "v": 1e-8}
+# kill of a rank -> the launcher's exit, measured up to 10.8 s on the loaded machine (2 cores, load average 19)
+DEAD_RANK_LIMIT = 60
 
 
 def _cmd(noise, tmp_path, *extra):
@@ -66,10 +78,35 @@ def _first_step_loss(out):
     return next(e["loss"] for e in events.read(out, "step") if e["epoch"] == 1 and e["step"] == 1)
 
 
-def test_two_workers_match_one_process_on_the_same_global_batch(mirrored_pairs, tmp_path):
+@pytest.fixture(scope="module")
+def one_and_two(mirrored_pairs, tmp_path_factory):
+    """3 epochs of one step on ``mirrored_pairs``: 1 process x batch 16 and, beside it, 2 workers x batch 8 (a
+    2-device table); no CutMix (it pairs images within a worker's shard, so the two runs would mix different
+    pairs). Every checkpoint kept (--keep_checkpoints=3): epoch_0001 holds Adam's state after the first step.
+    Returns (folder of the 1-process run, its stdout, folder of the 2-worker job, its stdout)."""
+    tmp_path = tmp_path_factory.mktemp("one_and_two")
+    flags = [f"--data_path={mirrored_pairs}", "--train_epochs=3", "--device=cpu", "--no_cutmix", "--log_steps=1",
+             "--keep_checkpoints=3"]
+    one_out = tmp_path / "one"
+    one = subprocess.Popen(["bash", str(RECIPE / "test" / "train_performance_1p.sh"), *flags, "--batch_size=16",
+                            f"--output_path={one_out}"], cwd=RECIPE, env=env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        two = subprocess.run(_cmd(mirrored_pairs, tmp_path, "--batch_size=8", *flags[1:]), cwd=RECIPE, env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT)
+        one_stdout = one.communicate(timeout=RUN_TIMEOUT)[0]
+    finally:
+        if one.poll() is None:
+            one.kill()
+            one.wait()
+    assert two.returncode == 0, two.stdout[-3000:]
+    assert one.returncode == 0, one_stdout[-3000:]
+    return one_out, one_stdout, tmp_path / "out", two.stdout
+
+
+def test_two_workers_match_one_process_on_the_same_global_batch(one_and_two):
     """2 workers x batch 8 against 1 process x batch 16: same seed, same initial weights (compared), same 16
-    images per step (every epoch is one step over the whole training set), no CutMix (it pairs images within a
-    worker's shard, so the two runs would mix different pairs).
+    images per step (every epoch is one step over the whole training set), no CutMix.
 
     ResNet-20 normalises with per-replica batch statistics (no SyncBN), which normally makes a 2 x 8 step differ
     from a 1 x 16 step; here both ranks hold the same 8 pictures, so every replica's BatchNorm statistics equal
@@ -77,24 +114,10 @@ def test_two_workers_match_one_process_on_the_same_global_batch(mirrored_pairs, 
     steps agree only loosely (measured: 5e-4 and 2.4e-3), most likely through Adam: it divides by the root of
     its second moment, so a parameter whose exact gradient is zero (a conv bias feeding straight into
     BatchNorm) turns float32 rounding noise into an update of up to lr (1e-3), and one mean of 16 rounds
-    differently from two means of 8.
+    differently from two means of 8. These losses cannot tell an averaged from a summed gradient (Adam's step
+    hardly depends on the gradient's scale): test_first_adam_moments_... below can.
     """
-    flags = [f"--data_path={mirrored_pairs}", "--train_epochs=3", "--device=cpu", "--no_cutmix", "--log_steps=1"]
-    one_out = tmp_path / "one"
-    one = subprocess.Popen(["bash", str(RECIPE / "test" / "train_performance_1p.sh"), *flags, "--batch_size=16",
-                            f"--output_path={one_out}"], cwd=RECIPE, env=env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    try:
-        two = subprocess.run(_cmd(mirrored_pairs, tmp_path, "--batch_size=8", *flags[1:]), cwd=RECIPE, env=env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=500)
-        one_stdout = one.communicate(timeout=300)[0]
-    finally:
-        if one.poll() is None:
-            one.kill()
-            one.wait()
-    assert two.returncode == 0, two.stdout[-3000:]
-    assert one.returncode == 0, one_stdout[-3000:]
-    two_out = tmp_path / "out"
+    one_out, _, two_out, _ = one_and_two
     init_one, init_two = _h5_arrays(one_out / "initial_weights.h5"), _h5_arrays(two_out / "initial_weights.h5")
     assert init_one.keys() == init_two.keys() and len(init_one) > 60
     for name, value in init_one.items():
@@ -110,38 +133,97 @@ def test_two_workers_match_one_process_on_the_same_global_batch(mirrored_pairs, 
     assert initial[0]["digest"] == initial[1]["digest"] == _by_rank(one_out, "initial_weights")[0]["digest"]
     final = _by_rank(two_out, "checkpoint")  # each worker's last: its final weights
     assert final[0]["global_step"] == final[1]["global_step"] == 3 and final[0]["digest"] == final[1]["digest"]
+    # without --keep_rank_checkpoints only rank 0 keeps checkpoints and models: rank 1 leaves nothing behind
+    assert not (two_out / ".scratch_rank1").exists() and not (two_out / "rank_1" / "checkpoints").exists()
+    assert not list((two_out / "rank_1").glob("*.h5")) and not (two_out / "rank_1" / "saved_model").exists()
+
+
+def test_first_adam_moments_show_the_gradients_are_averaged_over_both_shards(one_and_two):
+    """After the first step Adam holds m = (1 - beta1) g and v = (1 - beta2) g^2 of the step's gradient g.
+
+    Rank 0's checkpoint of the 2-worker job and the 1-process run's, both after step 1 (epoch_0001), must hold
+    the same m and v: g of the job is the mean of both workers' gradients over their 8 images each, g of the
+    process the gradient over its 16, the same function of the weights here (both workers hold the same 8
+    pictures, so per-replica BatchNorm sees the global batch's statistics). A sum over the workers would double
+    m and quadruple v; a worker that read the other's shard (same pictures, other labels) would change g.
+
+    Tolerance: float32 gradients of this network at initialisation depend on the summation order: in one
+    process, the same 16 images in another order change a layer's gradient by up to 1% (relative L2 norm; the
+    early layers, below many BatchNorm backward passes). Measured between the two runs here: at most 1.6e-2 per
+    variable, so MOMENT_RTOL = 0.05. Conv biases that feed straight into BatchNorm have an exact gradient of
+    zero and hold only rounding noise (relative error ~1); they are checked to be negligible in both runs.
+    """
+    one_out, _, two_out, _ = one_and_two
+    slots_one = adam_slots(ckpt_tensors(one_out / "checkpoints" / "epoch_0001"))
+    slots_two = adam_slots(ckpt_tensors(two_out / "checkpoints" / "epoch_0001"))
+    assert slots_one["iterations"] == slots_two["iterations"] == 1
+    assert slots_one["m"].keys() == slots_two["m"].keys() and len(slots_one["m"]) > 60
+    for kind in ("m", "v"):
+        one, two = slots_one[kind], slots_two[kind]
+        scale = max(float(np.max(np.abs(a))) for a in one.values())
+        assert scale > {"m": 0.01, "v": 1e-4}[kind]  # real gradients: largest |m| measured 0.165, |v| 0.0027
+        compared = 0
+        for name, want in one.items():
+            got = two[name]
+            if np.max(np.abs(want)) < NOISE[kind] * scale:  # zero-gradient bias: noise in both runs
+                assert np.max(np.abs(got)) < NOISE[kind] * scale, f"{kind}/{name}: {np.max(np.abs(got)):.3g}"
+                continue
+            rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+            assert rel < MOMENT_RTOL, f"{kind}/{name}: relative difference {rel:.3g} (|{kind}| {np.linalg.norm(want):.3g})"
+            compared += 1
+        assert compared >= 60  # every weight, BatchNorm parameter, shortcut and dense bias
 
 
 def test_two_servers_on_loopback_see_different_data_and_end_with_identical_weights(noise, tmp_path):
-    """A two-node table (127.0.0.1 and 127.0.0.2, one device each): one launcher per "server"."""
+    """A two-node table (127.0.0.1 and 127.0.0.2, one device each): one launcher per "server".
+
+    With --keep_rank_checkpoints rank 1 keeps its own checkpoint and model (in node1/rank_1/): after steps on
+    different data (different shards, each CutMix'ed with its own seed) every tensor of the two ranks' final
+    checkpoints (weights, BatchNorm statistics, Adam's slots) and of their model.h5 files must be bit-identical."""
+    from src.data import load_arrays, shard
     table = write_rank_table(tmp_path / "two_servers.json", 1, servers=("127.0.0.1", "127.0.0.2"))
     port = free_port(consecutive=2)
     procs = [subprocess.Popen(["bash", str(RECIPE / "test" / "train_performance_8p.sh"), f"--data_path={noise}",
                                f"--rank_table={table}", f"--server_index={i}", f"--output_path={tmp_path / f'node{i}'}",
                                "--device=cpu", f"--port={port}", "--train_epochs=1", "--batch_size=8",
-                               "--train_steps=2"],
+                               "--train_steps=2", "--keep_rank_checkpoints"],
                               cwd=RECIPE, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in (0, 1)]
     try:
-        outs = [p.communicate(timeout=500)[0] for p in procs]
+        outs = [p.communicate(timeout=RUN_TIMEOUT)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
-    logs = [(tmp_path / f"node{r}" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
-    shards = [re.search(r"shard sha256 (\w+)", t).group(1) for t in logs]
-    weights = [_by_rank(tmp_path / f"node{r}", "checkpoint")[r]["digest"] for r in (0, 1)]  # the final weights
-    assert shards[0] != shards[1] and weights[0] == weights[1]
+    # each rank read its own shard: the one the test computes from the data file with the recipe's functions
+    x, y = load_arrays(noise)[:2]
+    want = [hashlib.sha256(shard(x, y, r, 2)[0].tobytes()).hexdigest()[:16] for r in (0, 1)]
+    shards = [_by_rank(tmp_path / f"node{r}", "initial_weights")[r]["shard"] for r in (0, 1)]
+    assert shards == [{"size": 32, "sha256": want[0]}, {"size": 32, "sha256": want[1]}] and want[0] != want[1]
+    # the files each rank saved, compared here
+    ck0 = ckpt_tensors(tmp_path / "node0" / "checkpoints" / "epoch_0001")
+    ck1 = ckpt_tensors(tmp_path / "node1" / "rank_1" / "checkpoints" / "epoch_0001")
+    assert int(ck0["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 2
+    assert_same_tensors(ck1, ck0, "rank 1's final checkpoint against rank 0's")
+    h5_0, h5_1 = _h5_arrays(tmp_path / "node0" / "model.h5"), _h5_arrays(tmp_path / "node1" / "rank_1" / "model.h5")
+    assert h5_0.keys() == h5_1.keys() and len(h5_0) > 60
+    for name, value in h5_0.items():
+        np.testing.assert_array_equal(h5_1[name], value, err_msg=name)
+    weights = [_by_rank(tmp_path / f"node{r}", "checkpoint")[r]["digest"] for r in (0, 1)]  # as the ranks say
+    assert weights[0] == weights[1]
     assert parse_banner(outs[0])["images_per_sec"] > 0 and "Final result" not in outs[1]
     record = json.loads((tmp_path / "node0" / "cutmix_ID2502_for_TensorFlow2.X_bs8_2p_dynamic_eval_perf.json").read_text())
     assert record["rank_size"] == 2 and record["global_batch_size"] == 16 and record["steps"] == 2
     assert not list((tmp_path / "node1").glob("*.json"))  # only rank 0 writes records
-    assert not list((tmp_path / "node1").glob(".scratch_rank*"))  # and keeps checkpoints
+    assert not list((tmp_path / "node1").glob(".scratch_rank*"))  # and rank 1 no scratch folder
 
 
 def test_killing_a_rank_ends_the_job_non_zero(noise, tmp_path):
+    """The launcher notices a dead worker within 0.2 s (README) and stops the others: the job ends non-zero
+    within DEAD_RANK_LIMIT of the kill. Rank 1 has joined when its ``initial_weights`` event exists (written
+    after the strategy's collectives have set up the variables)."""
     proc = subprocess.Popen(_cmd(noise, tmp_path, "--train_epochs=50", "--batch_size=8"), cwd=RECIPE, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -152,16 +234,15 @@ def test_killing_a_rank_ends_the_job_non_zero(noise, tmp_path):
                 pid = int(m.group(1))
                 break
         assert pid, "launcher did not report rank 1"
-        log = tmp_path / "out" / "rank_1" / "train.log"
-        deadline = time.time() + 300
-        while "shard sha256" not in log.read_text():  # rank 1 has joined the job
+        deadline = time.time() + RUN_TIMEOUT
+        while 1 not in _by_rank(tmp_path / "out", "initial_weights"):  # rank 1 has joined the job
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
         t0 = time.time()
         os.kill(pid, signal.SIGKILL)
-        rest = proc.communicate(timeout=120)[0]
+        rest = proc.communicate(timeout=RUN_TIMEOUT)[0]
         assert proc.returncode != 0 and "rank 1 exited" in rest
-        assert time.time() - t0 < 60
+        assert time.time() - t0 < DEAD_RANK_LIMIT
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -172,6 +253,6 @@ def test_bad_rank_table_fails_before_any_worker_starts(noise, tmp_path):
     cmd = _cmd(noise, tmp_path)
     table = json.loads((tmp_path / "rank_table.json").read_text())
     (tmp_path / "rank_table.json").write_text(json.dumps({**table, "server_count": "2"}))
-    proc = subprocess.run(cmd, cwd=RECIPE, env=env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=RECIPE, env=env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 2 and "server_count" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out" / "rank_0").exists()

@@ -1,14 +1,15 @@
 """Resume after SIGKILL, seed determinism across processes, atomic and verified checkpoints."""
+import os
 import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
 import pytest
 
 from common import cli
-from conftest import EPOCHS, RECIPE, RUN_ARGS, env, last_run, step_losses, train_cmd
+from conftest import (EPOCHS, RECIPE, RUN_ARGS, RUN_TIMEOUT, STEPS, assert_same_tensors, ckpt_tensors, env, last_run,
+                      split_runs, step_losses, train_cmd)
 
 
 def _weights(h5):
@@ -26,21 +27,38 @@ def test_seed_gives_identical_losses_in_two_processes(runs, e2e):
 
 
 def test_sigkill_mid_training_then_resume_auto_ends_with_the_same_weights(runs, e2e):
+    """The twin run was SIGKILLed in epoch 2 (conftest); resumed with --resume auto it must end bit-identical to
+    the uninterrupted run: every tensor of the last checkpoint (weights, BatchNorm statistics, Adam's m and v and
+    iteration count) and the final model.h5. Holds exactly on CPU: every random draw is keyed by (seed, epoch,
+    batch) and the resumed run restores the whole Adam state (kill trials: 50 of 50 bit-identical)."""
     _, ref_out = e2e
     out = runs["victim_out"]
     assert runs["victim_rc"] == -signal.SIGKILL and not (out / "model.h5").exists()
     resumed = subprocess.run([str(a) for a in train_cmd(
         f"--data_dir={runs['noise']}", f"--output_path={out}", f"--epochs={EPOCHS}", "--eval_static=False", "--perf",
-        *RUN_ARGS, "--resume=auto")], cwd=RECIPE, env=env(), capture_output=True, text=True, timeout=400)
+        *RUN_ARGS, "--resume=auto")], cwd=RECIPE, env=env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    # where the kill landed, from the killed run's own events: after the epoch-1 checkpoint, inside epoch 2
+    killed, again = split_runs(out)
+    assert [(e["epoch"], e["global_step"]) for e in killed if e["event"] == "checkpoint"] == [(1, STEPS)]
+    last = [e for e in killed if e["event"] == "step"][-1]
+    assert last["epoch"] == 2 and 1 <= last["step"] < STEPS, f"the kill did not land mid-epoch 2: {last}"
     [resume] = last_run(out, "resume")
-    assert resume["checkpoint"].endswith("epoch_0001") and resume["epoch"] == 1 and resume["global_step"] == 8
+    assert str(resume["checkpoint"]).endswith("epoch_0001") and resume["epoch"] == 1 and resume["global_step"] == 8
+    # the resumed run went back to the checkpoint and trained the lost steps again
+    assert resume["global_step"] < last["global_step"]
+    redone = [e["global_step"] for e in again if e["event"] == "step"]
+    assert redone == list(range(STEPS + 1, EPOCHS * STEPS + 1))
     assert step_losses(out, 2) == step_losses(ref_out, 2)
     assert last_run(out, "finished")[-1]["global_step"] == 16  # the job's step count, not the resumed run's 8
     ref_w, run_w = _weights(ref_out / "model.h5"), _weights(out / "model.h5")
     assert ref_w.keys() == run_w.keys() and len(ref_w) > 60
     for k in ref_w:
-        np.testing.assert_allclose(run_w[k], ref_w[k], rtol=0, atol=1e-6, err_msg=k)
+        np.testing.assert_array_equal(run_w[k], ref_w[k], err_msg=k)
+    final = f"checkpoints/epoch_{EPOCHS:04d}"
+    ref_ck, run_ck = ckpt_tensors(ref_out / final), ckpt_tensors(out / final)
+    assert int(run_ck["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == EPOCHS * STEPS
+    assert_same_tensors(run_ck, ref_ck, f"{final} of the resumed run against the uninterrupted run's")
     rows = (out / "summary.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
 
@@ -78,13 +96,29 @@ def test_auto_resume_skips_a_truncated_checkpoint_and_says_so(small_model, tmp_p
     from src import checkpointing
     model, _, _ = small_model
     checkpointing.save(tmp_path, 1, model)
-    time.sleep(0.02)
     newest = checkpointing.save(tmp_path, 2, model)
     data = next(newest.glob("ckpt.data-*"))
     data.write_bytes(data.read_bytes()[:1000])
     said = []
     assert checkpointing.find_latest(tmp_path, log=said.append).name == "epoch_0001"
     assert len(said) == 1 and "epoch_0002" in said[0] and "skipping" in said[0]
+
+
+def test_auto_resume_takes_the_highest_epoch_whatever_the_file_times(small_model, tmp_path):
+    """Checkpoints are ordered by the epoch number in their name, not by modification time (a copied or touched
+    older checkpoint must not win, two saves in one clock tick must not tie) nor by the name's text (epoch_10000
+    sorts before epoch_9999)."""
+    from src import checkpointing
+    model, _, _ = small_model
+    for epoch in (2, 10000, 9999):
+        checkpointing.save(tmp_path, epoch, model, keep=5)
+    future = os.stat(tmp_path / "epoch_10000").st_mtime + 3600
+    for name in ("epoch_0002", "epoch_9999"):
+        os.utime(tmp_path / name, (future, future))
+    said = []
+    assert checkpointing.find_latest(tmp_path, log=said.append).name == "epoch_10000" and not said
+    checkpointing.save(tmp_path, 10001, model, keep=2)  # pruning keeps the two highest epochs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_10000", "epoch_10001"]
 
 
 def test_keeps_only_the_newest_checkpoints(small_model, tmp_path):
