@@ -3,7 +3,11 @@
 Every save goes to ``<output>/ckpt/step_<global step>/`` (Saver files + ``state.json``), written in a temporary
 folder and renamed, so a kill during a save leaves the previous checkpoint intact. The newest one is then
 linked to ``<output>/cspdarknet53.ckpt.*``, the path the original train.py/test.py and the ACL freeze script
-use. The two newest step folders are kept.
+use. The two newest step folders are kept. "Newest" is the global step in the folder name, never a file time
+(a copied or restored folder keeps or gets any mtime).
+
+With ``--save_rank_weights`` every rank also writes its final variables to ``<output>/rank_<r>/final/`` (a Saver
+checkpoint, no ``state.json``): not a resume point, a copy of each rank's state to compare across ranks.
 """
 import json
 import os
@@ -15,6 +19,7 @@ import tensorflow as tf
 from common.checkpoint import CheckpointError, atomic_write_dir, atomic_write_text, latest_valid, remove_stale_temps
 
 CKPT_NAME = "cspdarknet53.ckpt"
+FINAL_DIR = "final"
 KEEP = 2
 _STEP_DIR = re.compile(r"^step_\d+$")
 
@@ -54,6 +59,17 @@ def save(sess, saver, out, epoch, global_step, seed, batch_size, val_accuracy, r
     return folder / CKPT_NAME
 
 
+def save_final(sess, saver, folder):
+    """All of the session's variables as they are now, atomically in ``folder``; returns the Saver prefix."""
+    atomic_write_dir(folder, lambda tmp: saver.save(sess, os.path.join(tmp, CKPT_NAME), write_state=False,
+                                                    write_meta_graph=False))
+    return Path(folder) / CKPT_NAME
+
+
+def _step_of(folder):
+    return int(folder.name.split("_", 1)[1])
+
+
 def check(prefix):
     """Read every tensor of a Saver checkpoint (the reader verifies checksums); raises if unreadable."""
     reader = tf.train.load_checkpoint(str(prefix))
@@ -79,7 +95,13 @@ def find_resume(spec, out, log=print):
         for folder in (root, Path(out)):  # temp folders and links of saves that a kill cut short
             remove_stale_temps(folder, log=log)
         folders = [p for p in root.iterdir() if _STEP_DIR.match(p.name)] if root.is_dir() else []
-        best = latest_valid(folders, lambda f: bool(_load_state(f)), log=log)
+        best = None
+        # newest global step first; latest_valid (one folder at a time: it would order by mtime) reads each
+        # and reports the ones it skips
+        for folder in sorted(folders, key=_step_of, reverse=True):
+            best = latest_valid([folder], lambda f: bool(_load_state(f)), log=log)
+            if best is not None:
+                break
         if best is None:
             log(f"resume: no valid checkpoint in {root}, starting from scratch")
             return None

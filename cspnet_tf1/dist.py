@@ -127,12 +127,42 @@ def build_broadcast(cluster):
                 for v, r in zip(variables, reduced)]
 
 
-def run_options(cluster, timeout_s):
-    """Session-run options for steps that wait on other ranks: a peer that died on another server makes
-    the collective wait for ever, so such a step fails with DeadlineExceeded after ``timeout_s``."""
-    if not cluster.distributed or not timeout_s:
-        return None
-    return tf1.RunOptions(timeout_in_ms=int(timeout_s * 1000))
+LOST_RANK = "the other ranks did not answer within --collective_timeout seconds; did a rank die?"
+BACKSTOP_S = 10.0  # how long after the deadline the watchdog waits for TensorFlow's own DeadlineExceeded
+
+
+class CollectiveRunner:
+    """``run(fetches, feed)``: a session run that waits on other ranks, bounded by --collective_timeout.
+
+    The deadline is TensorFlow's (``RunOptions.timeout_in_ms``: DeadlineExceeded, one line through cli.run).
+    TensorFlow loses that deadline when it expires while the step is still being set up (seen on TF 2.21:
+    a 5 s deadline on a graph whose registration takes longer than 5 s, as train.py's on a loaded 2-core
+    host, never fires and the rank waits for ever), so a watchdog thread ends the process with the same line
+    when a run is ``BACKSTOP_S`` past its deadline. A single process, or a timeout of 0: plain runs.
+    """
+
+    def __init__(self, sess, cluster, timeout_s):
+        self.sess, self.timeout_s = sess, timeout_s if cluster.distributed else 0
+        self.options = tf1.RunOptions(timeout_in_ms=int(timeout_s * 1000)) if self.timeout_s else None
+        self._since = None  # monotonic start of the run in progress
+        if self.timeout_s:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def __call__(self, fetches, feed_dict=None):
+        self._since = time.monotonic()
+        try:
+            return self.sess.run(fetches, feed_dict, options=self.options)
+        finally:
+            self._since = None
+
+    def _watch(self):
+        while True:
+            time.sleep(0.5)
+            since = self._since
+            if since is not None and time.monotonic() - since > self.timeout_s + BACKSTOP_S:
+                sys.stdout.flush()  # os._exit skips Python's own flushing
+                print(f"ERROR: {LOST_RANK}", file=sys.stderr, flush=True)
+                os._exit(cli.EXIT_ERROR)  # from a thread: the main one is blocked in the collective
 
 
 def watch_launcher():
@@ -152,7 +182,7 @@ def watch_launcher():
 def explain_error(exc):
     """The one-line message for a lost rank (``cli.run``'s ``translate``): None for any other exception."""
     if isinstance(exc, tf.errors.DeadlineExceededError):
-        return "the other ranks did not answer within --collective_timeout seconds; did a rank die?"
+        return LOST_RANK
     if isinstance(exc, (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError)):
         return f"lost the connection to another rank ({type(exc).__name__}); did a rank die?"
     return None

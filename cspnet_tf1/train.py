@@ -85,6 +85,10 @@ def _recipe_flags(p):
     p.add_argument("--perf", action="store_true", help="a performance run: name the run record ..._perf, not ..._acc")
     p.add_argument("--collective_timeout", default=600, type=float,
                    help="several ranks: seconds a step may wait for the other ranks before the run fails (0: no limit)")
+    p.add_argument("--save_rank_weights", action="store_true",
+                   help="every rank also saves its own final variables (weights, Momentum slots, global step) as a "
+                        "Saver checkpoint in <output_path>/rank_<r>/final/, so the ranks' copies can be compared; "
+                        "by default rank 0 alone writes checkpoints")
 
 
 def parse_args(argv=None):
@@ -262,9 +266,9 @@ def create_session(args, ctx, model, loss_fn, optimizer):
     g["broadcast"] = dist.build_broadcast(ctx.cluster) if ctx.cluster.hccl else None
     g["params"] = sum(int(np.prod(v.shape)) for v in tf1.trainable_variables())
     g["saver"] = tf1.train.Saver(max_to_keep=None)
-    # runs that wait on other ranks fail after --collective_timeout instead of hanging
-    g["wait"] = dist.run_options(ctx.cluster, args.collective_timeout)
     g["sess"] = tf1.Session(target=target, config=config)
+    # runs that wait on other ranks fail after --collective_timeout instead of hanging
+    g["run"] = dist.CollectiveRunner(g["sess"], ctx.cluster, args.collective_timeout)
     return g
 
 
@@ -282,18 +286,18 @@ class State:
 
 def resume(args, ctx, g, data):
     """Initialise, restore rank 0's checkpoint, give every rank rank 0's state; emits the ``resume`` event."""
-    sess, wait, found = g["sess"], g["wait"], ctx.found
+    sess, run, found = g["sess"], g["run"], ctx.found
     # every rank runs the initialiser: under the strategy it broadcasts rank 0's initial values
-    sess.run(g["init"], options=wait)
+    run(g["init"])
     if found:
         g["saver"].restore(sess, found["prefix"])
     seed = ctx.seed
     if g["head"] is not None:  # rank 0's seed, and whether it restored, to every rank
-        seed, restored = (int(v) for v in sess.run(g["head"], {g["head_in"]: [seed, int(bool(found))]}, options=wait))
+        seed, restored = (int(v) for v in run(g["head"], {g["head_in"]: [seed, int(bool(found))]}))
         if seed != ctx.seed:
             data.shuffle(seed)
         if restored:  # built only now, by every rank alike, so a fresh run carries no extra ops
-            sess.run(dist.build_broadcast(ctx.cluster), options=wait)
+            run(dist.build_broadcast(ctx.cluster))
     elif g["broadcast"]:
         sess.run(g["broadcast"])
     step = int(sess.run(g["global_step"]))
@@ -341,6 +345,8 @@ def train(args, ctx, g, data, state):
                     time_sec=epoch_sec)
         save_checkpoint(args, ctx, g, state, e, announce=val is not None)
     final = weights_digest(g["sess"].run(tf1.trainable_variables())) if ctx.cluster.distributed else None
+    if args.save_rank_weights:  # this rank's own variables, read from its own session (no collective)
+        ckpt.save_final(g["sess"], g["saver"], out / f"rank_{ctx.cluster.rank}" / ckpt.FINAL_DIR)
     if writer:
         writer.close()
     return dict(meter=meter, state=state, elapsed=time.time() - start_time, final_digest=final, params=g["params"])
@@ -360,7 +366,7 @@ def train_one_epoch(args, ctx, g, data, state, e, meter, progress, writer, start
             else data.x_tr[idx]
         feed = {g["x"]: images.astype(np.float32), g["y"]: data.y_tr[idx], g["lr"]: args.LEARNING_RATE}
         meter.start()
-        res = g["sess"].run(fetches, feed, options=g["wait"])
+        res = g["run"](fetches, feed)
         meter.stop()
         # counted here: a global_step fetched beside the train op may be read before or after its increment
         state.global_step += 1

@@ -137,12 +137,19 @@ def _logits_and_grads(impl, feed_x, values=None, bn="moments"):
     return out, values, convs
 
 
+@pytest.fixture(scope="module")
+def original_network():
+    """The original's conv2d + moments graph on one batch: its logits and kernel gradients, its initial values
+    and its Conv2D count (computed once for both formulations below)."""
+    feed = np.random.RandomState(2).uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    return (feed, *_logits_and_grads("conv2d", feed))
+
+
 @pytest.mark.parametrize("bn", ["fused", "kernel"])
-def test_fast_network_equals_the_original_network(bn):
+def test_fast_network_equals_the_original_network(bn, original_network):
     """--conv_impl matmul with the fused or kernel normalisation (kernel: the CPU default) against the
     original's conv2d + moments graph."""
-    feed = np.random.RandomState(2).uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
-    ref, values, ref_convs = _logits_and_grads("conv2d", feed)
+    feed, ref, values, ref_convs = original_network
     got, _, convs = _logits_and_grads("matmul", feed, values, bn=bn)
     # of the 72 convs, the 43 1x1 kernels and the 13 3x3 kernels reading a map of at most 2x2 (stage 5's 8
     # blocks, stage 6's stride-2 conv and 4 blocks) become matmuls; the 16 others stay Conv2D
