@@ -32,8 +32,18 @@ def safe_load(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError,
             AttributeError, TypeError, IndexError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or unsafe): {reason}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or unsafe): {_reason(exc)}") \
+            from None
+
+
+def _reason(exc) -> str:
+    """One line of why torch.load failed: for a refused pickle global the line naming it (torch's first lines
+    only say how to load the file unsafely), else the message's first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0][:200]
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 @CheckpointLoader.register_scheme(prefixes="", force=True)

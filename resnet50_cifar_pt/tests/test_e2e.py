@@ -102,21 +102,34 @@ def test_onnx_export_matches_pytorch_in_onnxruntime(perf_run, digits, capsys):
     assert rc == 0
     assert "same top-1 True" in capsys.readouterr().out
 
-    # check it here too, on real digits images rather than the tool's random inputs
+    # the tool checks itself on random inputs against its own wrapper; this test does not trust that: it runs the
+    # file in onnxruntime on real digits images and compares with the checkpoint's weights loaded into a fresh
+    # mmcls model here (torch.load weights_only + strict load_state_dict), batch 16 and batch 1 (dynamic batch)
     import onnxruntime as ort
     from mmcv import Config
-    from mmcv.runner import load_checkpoint
     from mmcls.datasets import build_dataset
     from mmcls.models import build_classifier
     cfg = Config.fromfile(str(PERF_CONFIG))
     cfg.data.test.data_prefix = str(digits)
-    cfg.data.test.max_samples = 6
+    cfg.data.test.max_samples = 16
     ds = build_dataset(cfg.data.test, dict(test_mode=True))
     x = torch.stack([ds[i]["img"] for i in range(len(ds))])
     model = build_classifier(cfg.model)
-    load_checkpoint(model, str(out / "latest.pth"), map_location="cpu")
+    saved = torch.load(out / "latest.pth", map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["state_dict"], strict=True)
     with torch.no_grad():
         ref = model.eval().simple_test(x, post_process=False).numpy()
-    got = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
-    assert got.shape == (6, 100)
-    np.testing.assert_allclose(got, ref, atol=1e-4)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    got_one = sess.run(None, {"input": x.numpy()[:1]})[0]
+    assert got.shape == (16, 100) and got_one.shape == (1, 100)
+    # tolerance: float32 kernels of onnxruntime vs PyTorch differ in summation order only; measured on this AMD
+    # EPYC (AVX2) at most 3e-7 on probabilities and 2e-6 on log-probabilities, so 1e-5 and 1e-4 leave 30-50x
+    atol, log_atol = 1e-5, 1e-4
+    # the comparison can tell a graph that ignores its input: the 4 training steps already spread each class's
+    # probability over the 16 images by far more than the tolerance (measured 0.1)
+    assert float((ref.max(0) - ref.min(0)).max()) > 1000 * atol
+    np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+    np.testing.assert_allclose(got_one, ref[:1], rtol=0, atol=atol)
+    np.testing.assert_allclose(np.log(got), np.log(ref), rtol=0, atol=log_atol)
+    assert (got.argmax(1) == ref.argmax(1)).all()

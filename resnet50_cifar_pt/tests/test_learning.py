@@ -2,8 +2,19 @@
 
 Fixed budget: 3 epochs of the 1,497 training digits at batch 32 (141 steps) on one CPU process, then the
 300 test images. The budget only fits two cores at 16 x 16 inputs; ``tests/configs/digits_learning_16px.py``
-says what else differs from the recipe and why. Measured: 0.157 / 0.633 / 0.833 top-1 after epochs 1-3
-(seed 0, deterministic on CPU), about 2.5 minutes on an idle 2-core machine.
+says what else differs from the recipe and why.
+
+Threshold 0.70 top-1 (chance 0.10), set from the spread over seeds; a run is deterministic for a given seed,
+host and thread count. Measured on the 2-core AMD EPYC (AVX2 only, no AVX-512), top-1 after epoch 3:
+- the test's settings (default 2 threads, contiguous memory format): seed 0 0.833, seed 1 0.877, seed 2 0.787,
+  seed 3 0.907 (after epoch 2: 0.60-0.72);
+- one thread (OMP_NUM_THREADS=1): seed 0 0.890, seed 1 0.893, seed 2 0.777 (the same seed lands elsewhere
+  with another thread count: float rounding changes the trajectory).
+Lowest 0.777, so 0.70 leaves 23 images of margin below the worst of 7 runs (and 40 below seed 0 here). Not
+measured on an Intel AVX-512 host, whose kernels round differently: expect a draw from a spread like the above.
+Duration: 181 s on an idle host; with the other suites on the same two cores (load ~17) a step took about 95 s
+(the former 1800 s limit ended the run after some 18 of its 141 steps), so the run has no timeout of its own
+(the CI job's applies).
 """
 from __future__ import annotations
 
@@ -13,10 +24,11 @@ from common.banner import parse_banner
 from conftest import run, train_cmd
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "digits_learning_16px.py"
+THRESHOLD = 0.70
 
 
-def test_digits_reach_80_percent_top1_within_the_step_budget(digits, tmp_path):
-    r = run(train_cmd(tmp_path, "--seed", "0", config=CONFIG))
+def test_digits_reach_70_percent_top1_within_the_step_budget(digits, tmp_path):
+    r = run(train_cmd(tmp_path, "--seed", "0", config=CONFIG), timeout=None)
     assert r.returncode == 0, r.stdout[-3000:]
     accuracy = parse_banner(r.stdout)["accuracy"]
-    assert accuracy >= 0.8, f"top-1 {accuracy:.3f} on the 300 digits test images after 3 epochs"
+    assert accuracy >= THRESHOLD, f"top-1 {accuracy:.3f} on the 300 digits test images after 3 epochs"

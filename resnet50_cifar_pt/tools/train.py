@@ -35,6 +35,7 @@ import mmcls_ext  # noqa: E402,F401  (registers CIFAR100Local, the runner, the h
 from common import cli, cputune, events, throughput  # noqa: E402
 from common.runrecord import case_name, finish_run  # noqa: E402
 from mmcls_ext import hooks, report, training  # noqa: E402
+from mmcls_ext.checkpoint import safe_load, save_checkpoint  # noqa: E402
 from mmcls_ext.cli import ERRORS, MergeDictAction  # noqa: E402
 from mmcls_ext.parallel import unwrap, wrap_model  # noqa: E402
 from mmcls_ext.tuning import apply_memory_format, choose_memory_format  # noqa: E402
@@ -97,6 +98,10 @@ def parse_args(argv=None):
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
     parser.add_argument("--perf-report", action="store_true",
                         help="also write train_<CaseName>_perf_report.log as the original 8p scripts did")
+    parser.add_argument("--rank-checkpoints", action="store_true",
+                        help="at the end every rank also writes its own final weights and optimiser state to "
+                             "<work-dir>/rank<R>_final.pth (epoch_N.pth come from rank 0 only), so that the "
+                             "ranks' weights can be compared file against file")
     args = parser.parse_args(argv)
     if args.resume_from and args.resume:
         parser.error("--resume-from and --resume are alternatives; give one")
@@ -119,6 +124,8 @@ def setup(args) -> training.Context:
     for explicit in (args.resume_from, args.resume if args.resume != "auto" else None):
         if explicit and not os.path.isfile(explicit):
             raise FileNotFoundError(f"{explicit}: checkpoint to resume from not found")
+        if explicit:
+            safe_load(explicit)  # unreadable or unsafe: one line now, before the work dir exists
     memory_format = choose_memory_format(args.memory_format, device, cfg.model)
     cputune.record("threads", torch.get_num_threads(), "rule", note="torch's intra-op default")
     if rank == 0:
@@ -206,8 +213,13 @@ def train(args, ctx, data, optim, state) -> training.Result:
 
 
 def summarize(args, ctx, result) -> int:
-    """Rank 0: the banner and the run records (<CaseName>.log/.json; _perf with --perf, else _acc)."""
+    """Rank 0: the banner and the run records (<CaseName>.log/.json; _perf with --perf, else _acc). Every rank:
+    its rank<R>_final.pth with --rank-checkpoints."""
     runner = result.runner
+    if args.rank_checkpoints:
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(runner.model, ctx.work_dir / f"rank{ctx.rank}_final.pth", runner.optimizer,
+                        meta=dict(rank=ctx.rank, epoch=runner.epoch, iter=runner.iter))
     sync = report.rank_consistency(runner.model, result.train_loader, runner.logger) if ctx.distributed else {}
     if ctx.rank == 0:
         cfg, net = ctx.cfg, unwrap(runner.model)
