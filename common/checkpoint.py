@@ -172,9 +172,18 @@ def remove_stale_temps(directory, log=print) -> list:
     return removed
 
 
-def latest_valid(candidates: Iterable, is_valid: Callable[[Path], bool], log=print) -> Optional[Path]:
-    """Newest candidate (by modification time) that ``is_valid`` accepts; each rejected one is reported."""
-    paths = sorted((Path(c) for c in candidates), key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+def _mtime(p: Path) -> float:
+    return p.stat().st_mtime if p.exists() else 0
+
+
+def latest_valid(candidates: Iterable, is_valid: Callable[[Path], bool], log=print,
+                 key: Callable[[Path], object] = _mtime) -> Optional[Path]:
+    """Newest candidate that ``is_valid`` accepts; each rejected one is reported.
+
+    "Newest" is the largest ``key``: pass the epoch/step a checkpoint's name carries wherever it has one. The
+    default, the modification time, ties within the file system's granularity and changes when files are copied.
+    """
+    paths = sorted((Path(c) for c in candidates), key=key, reverse=True)
     for p in paths:
         try:
             ok = is_valid(p)

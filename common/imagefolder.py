@@ -29,10 +29,34 @@ def resolve_split(path, split: str) -> Path:
     raise ImageFolderError(f"{p}: no '{split}' folder and no class folders here")
 
 
+def _is_image(name) -> bool:
+    return os.path.splitext(name)[1].lower() in IMG_EXTS
+
+
 def _images_of(folder):
     """Image files under ``folder`` (recursively), in a sorted, host-independent order."""
     return [os.path.join(dirpath, f) for dirpath, _, files in sorted(os.walk(folder)) for f in sorted(files)
-            if os.path.splitext(f)[1].lower() in IMG_EXTS]
+            if _is_image(f)]
+
+
+def _class_folders(root: Path):
+    """Sorted names of ``root``'s non-hidden sub-folders, the candidate classes."""
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        raise ImageFolderError(f"{root}: no class folders")
+    return folders
+
+
+def class_names(root):
+    """The class names ``list_images`` numbers for ``root`` (sorted non-hidden folders holding an image), without
+    listing every image: each folder is read only up to its first image (a model's head size is known before the
+    data is listed)."""
+    root = Path(root)
+    folders = _class_folders(root)
+    names = [name for name in folders if any(any(map(_is_image, files)) for _, _, files in os.walk(root / name))]
+    if not names:
+        raise ImageFolderError(f"{root}: class folders contain no images")
+    return names
 
 
 def list_images(root, max_classes=None, classes=None, log=print):
@@ -46,9 +70,7 @@ def list_images(root, max_classes=None, classes=None, log=print):
     train and val agree whichever split has it.
     """
     root = Path(root)
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not folders:
-        raise ImageFolderError(f"{root}: no class folders")
+    folders = _class_folders(root)
     files = {}
     for name in folders:
         found = _images_of(root / name)

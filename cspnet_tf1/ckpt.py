@@ -95,13 +95,7 @@ def find_resume(spec, out, log=print):
         for folder in (root, Path(out)):  # temp folders and links of saves that a kill cut short
             remove_stale_temps(folder, log=log)
         folders = [p for p in root.iterdir() if _STEP_DIR.match(p.name)] if root.is_dir() else []
-        best = None
-        # newest global step first; latest_valid (one folder at a time: it would order by mtime) reads each
-        # and reports the ones it skips
-        for folder in sorted(folders, key=_step_of, reverse=True):
-            best = latest_valid([folder], lambda f: bool(_load_state(f)), log=log)
-            if best is not None:
-                break
+        best = latest_valid(folders, lambda f: bool(_load_state(f)), log=log, key=_step_of)
         if best is None:
             log(f"resume: no valid checkpoint in {root}, starting from scratch")
             return None

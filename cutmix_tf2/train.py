@@ -132,8 +132,9 @@ def create_data(args, ctx) -> runtime.Data:
             x_shard, y_shard, first_epoch, args.epochs, args.seed + ctx.rank, **opts))
 
     test_ds = pipeline.test_dataset(x_test, one_hot(y_test), global_batch, drop_remainder=drop)
-    shard_info = {"size": len(x_shard), "sha256": hashlib.sha256(x_shard.tobytes()).hexdigest()[:16]}
+    shard_info = None  # one worker reads the whole set: nothing to tell apart, no hashing at start-up
     if ctx.world > 1:
+        shard_info = {"size": len(x_shard), "sha256": hashlib.sha256(x_shard.tobytes()).hexdigest()[:16]}
         print(f"rank {ctx.rank}/{ctx.world}: {shard_info['size']} training images, shard sha256 "
               f"{shard_info['sha256']}", flush=True)
     if args.save_samples and ctx.is_chief:

@@ -35,7 +35,8 @@ def main():
     weights, step, best = [0.0] * 8, 0, None
     if args.resume == "auto":
         remove_stale_temps(ckpts)
-        best = latest_valid(ckpts.glob("epoch_*.json"), lambda p: "w" in json.loads(p.read_text()))
+        best = latest_valid(ckpts.glob("epoch_*.json"), lambda p: "w" in json.loads(p.read_text()),
+                            key=lambda p: int(p.stem.split("_")[1]))  # the epoch in the name, as the recipes
         if best is None:
             print(f"resume: no valid checkpoint in {ckpts}, starting from scratch")
         else:

@@ -126,17 +126,17 @@ class CheckpointSeries:
             raise ValueError(f"checkpoint name pattern {self.pattern!r} needs a step")
         return self.directory / self.pattern.format(epoch=epoch, step=step)
 
+    def _order(self, path: Path):
+        """(epoch, step) from the file's name: the series' order, whatever the files' times."""
+        m = self._regex.match(path.name)
+        return int(m.group("epoch")), int(m.group("step")) if "step" in m.groupdict() else 0
+
     def files(self) -> List[Path]:
-        """The series' files, oldest first by (epoch, step, modification time)."""
+        """The series' files, oldest first by (epoch, step) in their names."""
         if not self.directory.is_dir():
             return []
-        found = []
-        for p in self.directory.iterdir():
-            m = self._regex.match(p.name)
-            if m and p.is_file():
-                step = int(m.group("step")) if "step" in m.groupdict() else 0
-                found.append(((int(m.group("epoch")), step, p.stat().st_mtime), p))
-        return [p for _, p in sorted(found)]
+        return sorted((p for p in self.directory.iterdir() if self._regex.match(p.name) and p.is_file()),
+                      key=self._order)
 
     def save(self, params, epoch: int, global_step: int, meta: Optional[dict] = None,
              step: Optional[int] = None) -> Path:
@@ -169,4 +169,4 @@ class CheckpointSeries:
         def _ok(path):
             load_ckpt(path)
             return True
-        return latest_valid(self.files(), _ok, log=self.log)
+        return latest_valid(self.files(), _ok, log=self.log, key=self._order)

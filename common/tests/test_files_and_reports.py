@@ -82,6 +82,16 @@ class TestAtomicCheckpoint:
         assert got == old and "skipping" in said[0] and str(new) in said[0]
 
 
+    def test_latest_valid_orders_by_the_key_not_the_file_time(self, tmp_path):
+        # epoch 10 written first (older mtime), epoch 9 copied in later: the key, not the mtime, decides
+        paths = [tmp_path / f"epoch_{e}" for e in (9, 10)]
+        for p in paths:
+            p.write_text("ok")
+        os.utime(paths[1], (1, 1))
+        epoch = lambda p: int(p.name.split("_")[1])  # noqa: E731
+        assert checkpoint.latest_valid(paths, lambda p: True) == paths[0]  # the default: modification time
+        assert checkpoint.latest_valid(paths, lambda p: True, key=epoch) == paths[1]
+
 class TestImageFolder:
     def make(self, tmp_path):
         from PIL import Image
@@ -113,6 +123,7 @@ class TestImageFolder:
         assert classes == ["n1", "n2", "n3"] and sorted(set(lab for _, lab in train_samples)) == [0, 1, 2]
         assert len(said) == 2 and all("holds no image" in line for line in said)
         assert "aaa_empty" in said[0] and "lost+found" in said[1]
+        assert imagefolder.class_names(train) == classes  # the head size, known without listing every image
         val_samples, val_classes = imagefolder.list_images(val, classes=classes)
         assert val_classes == classes
         assert [(Path(p).parent.name, lab) for p, lab in val_samples] == [("n2", 1), ("n3", 2)]

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from common.checkpoint import CheckpointError, atomic_write_dir
+from common.checkpoint import CheckpointError, atomic_write_dir, latest_valid
 from common.digest import file_digest
 
 PREFIX = "ckpt"
@@ -20,11 +20,14 @@ META = "meta.json"
 NAME = re.compile(r"epoch_(\d+)")
 
 
+def _epoch_of(path) -> int:
+    return int(NAME.fullmatch(Path(path).name).group(1))
+
+
 def by_epoch(root) -> list:
     """The ``epoch_NNNN`` folders under ``root``, oldest first by the epoch in the name: never by modification
     time, which ties within a file system's time granularity and changes when a folder is copied."""
-    found = [(int(m.group(1)), p) for p in Path(root).glob("epoch_*") if (m := NAME.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in Path(root).glob("epoch_*") if NAME.fullmatch(p.name)), key=_epoch_of)
 
 
 def build_optimizer_state(model) -> None:
@@ -82,13 +85,7 @@ def find_latest(root, log=print):
     root = Path(root)
     if not root.is_dir():
         return None
-    for path in reversed(by_epoch(root)):
-        try:
-            verify(path)
-            return path
-        except CheckpointError as exc:
-            log(f"resume: skipping {path}: {exc}")
-    return None
+    return latest_valid(by_epoch(root), lambda p: verify(p) is not None, log=log, key=_epoch_of)
 
 
 def restore(path, model) -> int:

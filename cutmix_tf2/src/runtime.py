@@ -64,7 +64,7 @@ class Data:
     test: Any
     steps: int                   # per epoch: the shard's batches, capped by --train_steps
     global_batch: int
-    shard: Optional[dict] = None  # this worker's part of the training set: {"size", "sha256"} (in its events)
+    shard: Optional[dict] = None  # several workers: this one's part of the training set, {"size", "sha256"}
 
 
 @dataclass

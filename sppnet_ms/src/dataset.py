@@ -19,6 +19,7 @@ import mindspore.dataset.transforms as transforms
 from PIL import Image
 
 from common.imagefolder import ImageFolderError, list_images, resolve_split, vet_images
+from common.imagefolder import class_names as imagefolder_class_names
 
 from .config import MULT_SIZES
 
@@ -42,11 +43,9 @@ def load_split(path, split, vet=True, skip_bad=False, log=print, classes=None):
 
 
 def class_names(path, split):
-    """The class names a run numbers: the split's non-empty class folders, sorted (``list_images``' rule).
-
-    It lists the images to know which folders hold one (cheap next to vetting them); the folders it leaves out
-    are reported when the data is loaded, not here."""
-    return list_images(resolve_split(path, split), log=lambda *_: None)[1]
+    """The class names a run numbers: the split's non-empty class folders, sorted (``list_images``' rule),
+    each folder read only up to its first image; the empty ones are reported when the data is loaded."""
+    return imagefolder_class_names(resolve_split(path, split))
 
 
 class _Reader:
