@@ -5,11 +5,16 @@ Free ports for rendezvous, HCCL rank tables of this host, and the small noise da
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+from . import events
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,3 +76,76 @@ def make_noise(out, fmt: str = "cifar10", n_train: int = 48, n_test: int = 32, p
     if proc.returncode:
         raise RuntimeError(f"make_data.py --noise failed: {proc.stderr.strip()[-2000:]}")
     return Path(out)
+
+
+# --- multi-rank kill tests: one rank SIGKILLed after a checkpoint, the job's end, no process left behind ---
+
+JOB_TAG = "MZ_TEST_JOB"  # an environment variable every process of a test's job inherits, orphans included
+
+
+def tag_job(env: dict) -> dict:
+    """``env`` plus a unique ``JOB_TAG`` value: :func:`job_processes` finds the job's processes by it."""
+    return {**env, JOB_TAG: f"{os.getpid()}-{time.monotonic_ns()}"}
+
+
+def job_processes(env: dict, *markers: bytes) -> list:
+    """Live (non-zombie) processes whose environment holds ``env``'s job tag and every ``markers`` entry."""
+    tag = f"{JOB_TAG}={env[JOB_TAG]}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            environ = (d / "environ").read_bytes().split(b"\0")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and tag in environ and all(m in environ for m in markers):
+            found.append(int(d.name))
+    return found
+
+
+def kill_rank_after_checkpoint(proc, events_dirs, rank: int, checkpoints: int = 1, timeout: float = 600,
+                               poll: float = 0.2) -> dict:
+    """SIGKILL rank ``rank`` of a running job once ``checkpoints`` checkpoints exist and it trains past them.
+
+    Waits (reading ``events.jsonl`` in each of ``events_dirs``) until checkpoint events of ``checkpoints``
+    distinct global steps are on record and ``rank`` has logged a step beyond the newest of them, then kills
+    the process that logged that step. Returns that step event. Fails the test (AssertionError) when the job
+    ends first or ``timeout`` seconds pass.
+    """
+    dirs = [events_dirs] if isinstance(events_dirs, (str, os.PathLike)) else list(events_dirs)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for d in dirs for e in events.read(d)]
+        saved = sorted({e["global_step"] for e in found if e["event"] == "checkpoint"})
+        if len(saved) >= checkpoints:
+            after = [e for e in found if e["event"] == "step" and e["rank"] == rank and e["global_step"] > saved[-1]]
+            if after:
+                os.kill(after[-1]["pid"], signal.SIGKILL)
+                return after[-1]
+        assert proc.poll() is None, f"the job ended (exit {proc.returncode}) before rank {rank} could be killed"
+        assert time.monotonic() < deadline, (f"rank {rank} did not train past checkpoint {checkpoints} within "
+                                             f"{timeout:.0f} s")
+        time.sleep(poll)
+
+
+def wait_job_gone(env: dict, grace: float = 30) -> None:
+    """After the launcher exited: every process of the job must be gone within ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while job_processes(env) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = job_processes(env)
+    assert not left, f"processes of the failed job still running: {left}"
+
+
+def kill_job(proc, env: dict) -> None:
+    """Clean-up for a ``finally``: the launcher and every tagged process of its job, SIGKILLed."""
+    for pid in job_processes(env):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
