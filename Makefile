@@ -3,12 +3,13 @@ PY ?= python3
 CI_PY = .envs/ci/bin/python
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: setup data noise demo test test-common bench gpu-check clean help
+.PHONY: setup setup-npu data noise demo test test-common bench gpu-check clean help
 
 help:
 	@echo "make demo   - set up, build the digits data, train every recipe briefly, print banners + summary"
 	@echo "make test   - set up and run every test suite (common/ and each recipe's tests/)"
 	@echo "make setup  - build .envs/{ci,tf,torch,mindspore} (cached; a second run takes seconds)"
+	@echo "make setup-npu - on an Ascend host with CANN: build .envs/torch-npu (README: On Ascend)"
 	@echo "make data   - write data/digits in CIFAR-10, CIFAR-100 and ImageNet-folder formats"
 	@echo "make bench  - benchmark every recipe, write BENCHMARKS.md"
 	@echo "make gpu-check - on a GPU machine: resnet50_cifar_pt speed vs the original + tests (prepare here first:"
@@ -16,6 +17,10 @@ help:
 
 setup:
 	$(PY) ci/setup_envs.py
+
+# torch + torch_npu for resnet50_cifar_pt; the TF adapter and MindSpore on Ascend are installed as README says
+setup-npu:
+	$(PY) ci/setup_envs.py torch-npu
 
 data: setup
 	$(CI_PY) ci/make_data.py

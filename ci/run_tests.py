@@ -40,7 +40,7 @@ def run_suite(name: str):
     if env_name == "tf":
         env["TF_USE_LEGACY_KERAS"] = "1"
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cmd = [str(py), "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", str(tests)]
+    cmd = [str(py), "-m", "pytest", "-q", "-rfEs", "--durations=8", "-p", "no:cacheprovider", str(tests)]
     print(f"\n=== {name}: {' '.join(cmd[2:])} (env .envs/{env_name})", flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT / folder.split("/")[0], env=env, stdout=subprocess.PIPE,

@@ -8,6 +8,8 @@ numpy<2, mmcv 1.7 needs setuptools<81 and --no-build-isolation after torch):
     .envs/torch      <- resnet50_cifar_pt/requirements.txt
     .envs/mindspore  <- sppnet_ms/requirements.txt + tinydarknet_ms/requirements.txt
     .envs/ci         <- ci/requirements.txt (dataset builder, common/ tests, plots)
+    .envs/torch-npu  <- resnet50_cifar_pt/requirements.txt with requirements-npu.txt's pins on top
+                        (optional, `make setup-npu`, for an Ascend host with CANN; never built by `make setup`)
 
 Each environment is built once into a cache directory keyed by a hash of its requirement lines and
 the Python version (``$MODELZOO_ENV_CACHE``, default ``$XDG_CACHE_HOME/modelzoo/envs``), and
@@ -42,7 +44,12 @@ ENVS = {
               ["torch", "torchvision", "mmcv", "mmcls", "onnxruntime", "onnxscript", "matplotlib", "pytest"]),
     "mindspore": (["sppnet_ms/requirements.txt", "tinydarknet_ms/requirements.txt"],
                   ["mindspore", "PIL", "onnxruntime", "matplotlib", "pytest"]),
+    # torch_npu imports only where the CANN toolkit is installed (it loads its libraries at import)
+    "torch-npu": (["resnet50_cifar_pt/requirements.txt"], ["torch", "torch_npu", "torchvision", "mmcv", "mmcls"]),
 }
+OPTIONAL = ("torch-npu",)  # built only when named: `make setup` builds the others
+# environment -> a file whose lines replace the same projects' lines of the requirement files (added when new)
+OVERLAYS = {"torch-npu": "resnet50_cifar_pt/requirements-npu.txt"}
 NO_ISOLATION_MARK = "modelzoo: no-build-isolation"
 
 
@@ -57,20 +64,59 @@ def cache_root() -> Path:
     return Path(base) / "modelzoo" / "envs"
 
 
+def project(spec: str) -> str:
+    """The normalised project name of a requirement line (``Torch_NPU>=1`` -> ``torch-npu``)."""
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]*", spec).group(0)).lower()
+
+
+def _lines(rel: str):
+    path = ROOT / rel
+    if not path.is_file():
+        raise SetupError(f"{rel}: requirements file missing")
+    for raw in path.read_text().splitlines():
+        spec = raw.split("#", 1)[0].strip()
+        if spec:
+            yield spec, NO_ISOLATION_MARK in raw
+
+
 def read_requirements(name: str) -> tuple[list[str], list[str]]:
-    """Return (normal, no_build_isolation) requirement specs, de-duplicated, in file order."""
-    normal, late, seen = [], [], set()
+    """Return (normal, no_build_isolation) requirement specs, de-duplicated, in file order.
+
+    The environment's overlay file (``OVERLAYS``), if any, replaces the lines of the projects it names in
+    place and adds the others: ``requirements-npu.txt`` moves the torch pins without copying the whole list.
+    """
+    specs, seen = [], set()
     for rel in ENVS[name][0]:
-        path = ROOT / rel
-        if not path.is_file():
-            raise SetupError(f"{rel}: requirements file missing")
-        for raw in path.read_text().splitlines():
-            spec = raw.split("#", 1)[0].strip()
-            if not spec or spec in seen:
-                continue
-            seen.add(spec)
-            (late if NO_ISOLATION_MARK in raw else normal).append(spec)
-    return normal, late
+        for spec, late in _lines(rel):
+            if spec not in seen:
+                seen.add(spec)
+                specs.append((spec, late))
+    if name in OVERLAYS:
+        over = dict((project(spec), (spec, late)) for spec, late in _lines(OVERLAYS[name]))
+        specs = [over.pop(project(spec), (spec, late)) for spec, late in specs] + list(over.values())
+    return [s for s, late in specs if not late], [s for s, late in specs if late]
+
+
+def resolve(name: str) -> dict:
+    """Ask pip to resolve the environment's requirements without installing: {project: version}.
+
+    The no-build-isolation lines (mmcv, an sdist built against the installed torch) are left out: their
+    metadata comes from a build. Raises SetupError with pip's last lines when the pins conflict.
+    """
+    import json
+    import tempfile
+    normal, _ = read_requirements(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        extra = os.environ.get("MODELZOO_PIP_ARGS", "").split()
+        cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--dry-run", "--quiet",
+               "--ignore-installed", "--report", str(report), *extra, *normal]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(line for line in proc.stderr.splitlines() if "WARNING" not in line)[-2000:]
+            raise SetupError(f"environment '{name}': the requirements do not resolve together:\n{tail}")
+        return {project(i["metadata"]["name"]): i["metadata"]["version"]
+                for i in json.loads(report.read_text())["install"]}
 
 
 def env_key(name: str) -> str:
@@ -164,7 +210,11 @@ def ensure(name: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("envs", nargs="*", default=list(ENVS), help=f"which environments (default: all of {list(ENVS)})")
+    default = [n for n in ENVS if n not in OPTIONAL]
+    ap.add_argument("envs", nargs="*", default=default, help=f"which environments (default: {default}; "
+                    f"optional: {list(OPTIONAL)})")
+    ap.add_argument("--resolve-only", action="store_true",
+                    help="resolve each environment's pins with pip (nothing installed) and print the versions")
     args = ap.parse_args()
     t0 = time.time()
     for name in args.envs:
@@ -172,7 +222,10 @@ def main() -> int:
             print(f"setup: unknown environment '{name}' (known: {', '.join(ENVS)})", file=sys.stderr)
             return 2
         try:
-            ensure(name)
+            if args.resolve_only:
+                print(f"setup: {name} resolves: " + ", ".join(f"{k}=={v}" for k, v in sorted(resolve(name).items())))
+            else:
+                ensure(name)
         except SetupError as exc:
             print(f"setup: ERROR: {exc}", file=sys.stderr)
             return 1

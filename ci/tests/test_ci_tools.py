@@ -203,3 +203,34 @@ def test_a_missing_tests_folder_fails_the_run(monkeypatch, capsys):
     assert run_tests.main(["common", "gone"]) == 1
     out = capsys.readouterr().out
     assert "no_such_recipe/tests is missing" in out and "| gone | 0 | 0 | 1 |" in out and "3 passed, 1 failed" in out
+
+
+def test_the_npu_overlay_moves_the_torch_pins_and_adds_torch_npu():
+    sys.path.insert(0, str(ROOT / "ci"))
+    import setup_envs
+    normal, late = setup_envs.read_requirements("torch-npu")
+    plain, plain_late = setup_envs.read_requirements("torch")
+    assert "torch==2.14.0" in normal and "torchvision==0.29.0" in normal and normal[-1] == "torch-npu==2.14.0"
+    assert "torch==2.14.1" in plain and not any(s.startswith(("torch==2.14.0", "torch-npu")) for s in plain)
+    # everything else as requirements.txt, in its order: the overlay replaces lines, it does not copy them
+    assert [s for s in normal if not s.startswith(("torch", "torchvision"))] == \
+        [s for s in plain if not s.startswith(("torch", "torchvision"))]
+    assert late == plain_late == ["mmcv==1.7.2"]
+    assert "torch-npu" in setup_envs.OPTIONAL and "torch-npu" in setup_envs.ENVS
+
+
+def test_the_npu_environment_resolves_with_pip_and_the_plain_torch_pin_would_not(tmp_path, monkeypatch):
+    """pip's resolver (metadata only, nothing installed) on the registry: the overlay's pins go together, and
+    without the overlay's torch pin they conflict (torch_npu 2.14.0 requires torch==2.14.0.*)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "ci" / "setup_envs.py"), "--resolve-only", "torch-npu"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("setup: torch-npu resolves:"))
+    assert "torch==2.14.0" in line and "torch-npu==2.14.0" in line and "torchvision==0.29.0" in line
+    sys.path.insert(0, str(ROOT / "ci"))
+    import setup_envs
+    only_npu = tmp_path / "npu-only.txt"
+    only_npu.write_text("torch-npu==2.14.0\n")
+    monkeypatch.setattr(setup_envs, "OVERLAYS", {"torch-npu": str(only_npu)})
+    with pytest.raises(setup_envs.SetupError, match="do not resolve together"):
+        setup_envs.resolve("torch-npu")
