@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from src.data import NUM_CLASSES, one_hot, shard  # noqa: E402
 NETWORK = "cutmix_ID2502_for_TensorFlow2.X"
 # expected failures below main(): one "ERROR: <file>: <problem>" line and exit 2 (common.cli)
 ERRORS = (CheckpointError, DatasetError)
+# s a worker other than the chief waits before exiting on a refused checkpoint (see resume)
+REFUSAL_DELAY = 3
 # HDF5 is the original's model format: keep it without tf-keras' "legacy format" warning on every run
 warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
 
@@ -157,26 +160,51 @@ def create_optimizer(args, ctx, model):
 
 # -- resume: weights, Adam state and epochs done
 def resume(args, ctx, model) -> runtime.State:
-    """From --resume (auto: the newest valid checkpoint, if any); the ``resume`` event, a fresh start too."""
+    """From --resume (auto: the newest valid checkpoint, if any); the ``resume`` event, a fresh start too.
+
+    Several workers with ``auto``: every worker lists the steps it can read and they agree on one by an
+    all-gather (runtime.agree_checkpoint), so all restore the same step. The shared state (weights, Adam's
+    moments and step count, all mirrored) is the same in every worker's checkpoint of a step; each worker then
+    puts back its replica's own BatchNorm moving statistics from its own checkpoint of that step (local.npz).
+    A checkpoint written by a job of another rank count is refused (common.resume.check_world)."""
     import tensorflow as tf
+    from common.resume import check_world
     from src import checkpointing
 
     ckpt, first_epoch, global_step = None, 0, 0
     if args.resume:
         try:
-            ckpt = runtime.find_checkpoint(args, ctx)
+            if args.resume == "auto" and ctx.world > 1:
+                ckpt = runtime.agree_checkpoint(ctx)
+            else:
+                ckpt = runtime.find_checkpoint(args, ctx)
             if ckpt is not None:
+                try:
+                    check_world(ckpt, checkpointing.verify(ckpt).get("world"), ctx.world)
+                except cli.RecipeError:
+                    if not ctx.is_chief:
+                        # every rank refuses, at the same moment; the launcher stops the job at the first exit,
+                        # so the others wait for the chief's line (the one the launcher echoes) to be written
+                        time.sleep(REFUSAL_DELAY)
+                    raise
                 with ctx.strategy.scope():
                     first_epoch = checkpointing.restore(ckpt, model)
+                if ctx.world > 1:
+                    own = runtime.own_checkpoint(ctx, ckpt, first_epoch)
+                    if own is not None:
+                        checkpointing.restore_local(own, model, ctx.strategy)
+                    else:  # e.g. a finished job continued: rank 1's series was deleted at its end
+                        print(f"resume: rank {ctx.rank} has no checkpoint of its own of epoch {first_epoch}: its "
+                              f"BatchNorm moving statistics start from the mean over the ranks", flush=True)
                 global_step = int(model.optimizer.iterations.numpy())
                 ctx.say(f"resume: restored {ckpt} (epoch {first_epoch} done)")
         except (CheckpointError, tf.errors.OpError, AssertionError) as exc:
             raise cli.RecipeError(f"{args.resume}: cannot resume ({str(exc).splitlines()[0]})") from None
     if first_epoch >= args.epochs:
         raise cli.RecipeError(f"{args.resume}: checkpoint has already done {first_epoch} of --epochs {args.epochs}")
-    if ctx.is_chief:
-        events.emit(ctx.out, "resume", checkpoint=None if ckpt is None else str(ckpt), epoch=first_epoch,
-                    global_step=global_step)
+    # every worker: the checkpoint it restored and its step (the workers of a job must agree)
+    events.emit(ctx.out, "resume", rank=ctx.rank, checkpoint=None if ckpt is None else str(ckpt), epoch=first_epoch,
+                global_step=global_step)
     return runtime.State(epoch=first_epoch, global_step=global_step, checkpoint=ckpt)
 
 

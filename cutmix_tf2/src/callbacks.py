@@ -68,28 +68,33 @@ class TimeHistory(keras.callbacks.Callback):
         return self.epoch_steps * self.batch_size / self.epoch_seconds if self.epoch_seconds else 0.0
 
 
-def save_checkpoint(root, epochs_done, model, extra=None, keep=2, events_dir=None) -> Path:
+def save_checkpoint(root, epochs_done, model, extra=None, keep=2, events_dir=None, strategy=None) -> Path:
     """``root/epoch_NNNN`` (weights + optimiser, the last ``keep`` kept); then the ``checkpoint`` event.
 
-    The event carries the digest of all the weights (BatchNorm statistics included), which at the last epoch
-    are the final weights: the workers of a multi-worker job compare theirs through it.
+    The metadata gets the global step (the multi-worker resume agrees on it); ``strategy`` (a multi-worker
+    job): the worker's own per-replica values go in too (checkpointing.local_state). The event carries the
+    digest of all the weights (BatchNorm statistics included: their mean over the replicas), which at the last
+    epoch are the final weights: the workers of a multi-worker job compare theirs through it.
     """
-    path = checkpointing.save(root, epochs_done, model, extra, keep)
+    step = int(model.optimizer.iterations.numpy())
+    local = checkpointing.local_state(model, strategy) if strategy is not None else None
+    path = checkpointing.save(root, epochs_done, model, {**(extra or {}), "global_step": step}, keep, local=local)
     if events_dir is not None:
-        events.emit(events_dir, "checkpoint", path=str(path), epoch=epochs_done,
-                    global_step=int(model.optimizer.iterations.numpy()), digest=weights_digest(model.get_weights()))
+        events.emit(events_dir, "checkpoint", path=str(path), epoch=epochs_done, global_step=step,
+                    digest=weights_digest(model.get_weights()))
     return path
 
 
 class CheckpointSaver(keras.callbacks.Callback):
     """save_checkpoint after every epoch; ``events_dir``: where its ``checkpoint`` events go (None: none)."""
 
-    def __init__(self, root, extra=None, keep=2, events_dir=None):
+    def __init__(self, root, extra=None, keep=2, events_dir=None, strategy=None):
         super().__init__()
         self.root, self.extra, self.keep, self.events_dir = Path(root), extra or {}, keep, events_dir
+        self.strategy = strategy
 
     def on_epoch_end(self, epoch, logs=None):
-        save_checkpoint(self.root, epoch + 1, self.model, self.extra, self.keep, self.events_dir)
+        save_checkpoint(self.root, epoch + 1, self.model, self.extra, self.keep, self.events_dir, self.strategy)
 
 
 class SummaryWriter(keras.callbacks.Callback):
@@ -148,6 +153,26 @@ class ProgressLogger(keras.callbacks.Callback):
         self.progress.end_epoch()
 
 
+class StepEvents(keras.callbacks.Callback):
+    """The ``step`` events of a worker other than the chief (which prints no progress), at the chief's cadence,
+    so that a test or tool can tell how far each rank got (common.testing.kill_rank_after_checkpoint)."""
+
+    def __init__(self, every, events_dir, first_step=0, replicas=1):
+        super().__init__()
+        self.every, self.events_dir, self.first_step, self.replicas = every, events_dir, first_step, replicas
+        self.epoch, self.done = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done % self.every == 0:
+            loss = _f((logs or {}).get("loss", float("nan"))) / self.replicas
+            events.emit(self.events_dir, "step", epoch=self.epoch, step=batch + 1,
+                        global_step=self.first_step + self.done, loss=loss)
+
+
 def _f(v):
     return None if v is None else float(v)
 
@@ -157,8 +182,14 @@ def make_callbacks(args, ctx, data, state, meter) -> list:
     collectives), and says so in a ``checkpoint`` event with its weights' digest (so that the workers can be
     compared); the chief alone writes the summary and the progress lines with their ``step`` events."""
     timer = TimeHistory(data.global_batch, args.log_steps, meter)
-    extra = {"seed": args.seed, "batch_size": args.batch_size, "cutmix": not args.no_cutmix}
-    callbacks = [timer, CheckpointSaver(ctx.scratch, extra=extra, keep=args.keep_checkpoints, events_dir=ctx.out)]
+    # world: the rank count that wrote it (a job of another count refuses it: common.resume.check_world)
+    extra = {"seed": args.seed, "batch_size": args.batch_size, "cutmix": not args.no_cutmix, "world": ctx.world,
+             "rank": ctx.rank}
+    callbacks = [timer, CheckpointSaver(ctx.scratch, extra=extra, keep=args.keep_checkpoints, events_dir=ctx.out,
+                                        strategy=ctx.strategy if ctx.world > 1 else None)]
+    if not ctx.is_chief:
+        callbacks.append(StepEvents(args.log_steps, ctx.out, first_step=state.global_step,
+                                    replicas=ctx.strategy.num_replicas_in_sync))
     if ctx.is_chief:
         callbacks += [SummaryWriter(ctx.out, timer, resume=state.epoch > 0),
                       ProgressLogger(data.steps * (args.epochs - state.epoch), data.global_batch, args.log_steps,

@@ -3,6 +3,12 @@
 Each ``epoch_NNNN/`` holds a ``tf.train.Checkpoint`` and ``meta.json`` with the epoch and the size and
 SHA-256 of every file, so a truncated or corrupt checkpoint is found without asking TensorFlow
 (and before TensorFlow is even imported).
+
+A worker of a multi-worker job also writes ``local.npz``: its own values of the variables that each replica
+keeps for itself (``ON_READ``: BatchNorm's moving mean and variance, updated from the replica's own batches, no
+SyncBN). ``tf.train.Checkpoint`` stores only their mean over the replicas, and restoring it gives every replica
+that mean: the moving statistics, and the model saved at the end, then differ from an uninterrupted job's in the
+last bits (issue #22: up to 1.9e-6). ``restore_local`` puts each replica's own values back.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from common.digest import file_digest
 
 PREFIX = "ckpt"
 META = "meta.json"
+LOCAL = "local.npz"
 NAME = re.compile(r"epoch_(\d+)")
 
 
@@ -35,13 +42,53 @@ def build_optimizer_state(model) -> None:
     model.optimizer.build(model.trainable_variables)
 
 
-def save(root, epoch: int, model, extra=None, keep: int = 2) -> Path:
+def _on_read(model):
+    """The model's variables each replica keeps for itself (``ON_READ``), in the model's order."""
+    import tensorflow as tf
+
+    return [v for v in model.weights if getattr(v, "synchronization", None) == tf.VariableSynchronization.ON_READ]
+
+
+def local_state(model, strategy) -> dict:
+    """This worker's own values of the per-replica variables, read without collectives (its one replica)."""
+    state = {}
+    for k, v in enumerate(_on_read(model)):
+        parts = strategy.experimental_local_results(v)
+        if len(parts) != 1:  # one device per worker is all the launcher starts
+            raise CheckpointError(f"{v.name}: {len(parts)} local replicas on one worker; expected 1")
+        state[f"{k:04d}"] = parts[0].numpy()
+    return state
+
+
+def restore_local(path, model, strategy) -> None:
+    """Give this worker's replica back its own per-replica values from ``path``'s ``local.npz``."""
+    import numpy as np
+
+    path = Path(path)
+    variables = _on_read(model)
+    with np.load(path / LOCAL) as saved:
+        if len(saved.files) != len(variables):
+            raise CheckpointError(f"{path / LOCAL}: {len(saved.files)} per-replica variables, the model has "
+                                  f"{len(variables)}")
+        for k, v in enumerate(variables):
+            value = saved[f"{k:04d}"]
+            if tuple(value.shape) != tuple(v.shape):
+                raise CheckpointError(f"{path / LOCAL}: {v.name} has shape {value.shape}, the model {tuple(v.shape)}")
+            strategy.experimental_local_results(v)[0].assign(value)
+
+
+def save(root, epoch: int, model, extra=None, keep: int = 2, local=None) -> Path:
+    """``root/epoch_NNNN``; ``local``: this worker's ``local_state`` (a multi-worker job), kept as local.npz."""
+    import numpy as np
     import tensorflow as tf
 
     root = Path(root)
 
     def write(tmp):
         tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(os.path.join(tmp, PREFIX))
+        if local is not None:
+            with open(os.path.join(tmp, LOCAL), "wb") as fh:
+                np.savez(fh, **local)
         files = {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(Path(tmp).iterdir())}
         meta = {"epoch": epoch, "files": files, **(extra or {})}
         with open(os.path.join(tmp, META), "w") as fh:
@@ -77,6 +124,27 @@ def verify(path) -> dict:
         if f.stat().st_size != want.get("size") or file_digest(f) != want.get("sha256"):
             raise CheckpointError(f"{f}: truncated or corrupt (size/hash differ from {META})")
     return meta
+
+
+def global_step(path, meta) -> int:
+    """The optimiser's step count a checkpoint holds: from its metadata (older checkpoints: from the file)."""
+    if isinstance(meta.get("global_step"), int):
+        return meta["global_step"]
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(os.path.join(str(path), PREFIX))
+    return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def valid_steps(root, log=print) -> dict:
+    """{global step: folder} of the valid ``epoch_*`` checkpoints under ``root`` (an invalid one is reported)."""
+    found = {}
+    for p in by_epoch(root) if Path(root).is_dir() else []:
+        try:
+            found[global_step(p, verify(p))] = p
+        except CheckpointError as exc:
+            log(f"resume: skipping {p} ({exc})")
+    return found
 
 
 def find_latest(root, log=print):

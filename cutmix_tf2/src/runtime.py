@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common.checkpoint import CheckpointError, atomic_write, atomic_write_dir, remove_stale_temps
+from common import resume as agreement
 from common.cli import RecipeError
 from common.digest import weights_digest
 from src import checkpointing
@@ -52,6 +53,14 @@ class Context:
         if self.is_chief:
             return self.ckpt_root
         return self.rank_dir / "checkpoints" if self.keep_rank_files else self.out / f".scratch_rank{self.rank}"
+
+    @property
+    def own_roots(self) -> list:
+        """Where this worker's own checkpoint series may be: both places of a worker other than the chief, so
+        that a restart with or without --keep_rank_checkpoints finds what the killed job saved."""
+        if self.is_chief:
+            return [self.ckpt_root]
+        return [self.rank_dir / "checkpoints", self.out / f".scratch_rank{self.rank}"]
 
     def say(self, *args) -> None:
         if self.is_chief:
@@ -128,6 +137,64 @@ def find_checkpoint(args, ctx) -> Optional[Path]:
     if ckpt is None:
         ctx.say(f"resume: no valid checkpoint in {ctx.ckpt_root}; starting from scratch")
     return ckpt
+
+
+def readable_checkpoints(ctx, log=print) -> dict:
+    """{global step: checkpoint folder} this worker can resume from: its own series first (it holds its
+    per-replica state, local.npz), then the chief's shared one where this worker sees it (same output folder).
+    Saves are atomic (temp folder + rename) and hash-checked: a save another rank is making is never listed."""
+    found = {}
+    for root in ctx.own_roots:
+        remove_stale_temps(root, log=log)  # only this worker saves there, and it is not saving now
+        for step, path in checkpointing.valid_steps(root, log=log).items():
+            found.setdefault(step, path)
+    if not ctx.is_chief:
+        for step, path in checkpointing.valid_steps(ctx.ckpt_root, log=log).items():
+            found.setdefault(step, path)
+    return found
+
+
+def gather_rows(strategy, row) -> list:
+    """Every worker's ``row`` (same length everywhere), in rank order, through the strategy's all-gather."""
+    import tensorflow as tf
+
+    value = tf.constant([row], dtype=tf.int64)
+
+    @tf.function
+    def gather():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(value, axis=0))
+
+    return strategy.experimental_local_results(gather())[0].numpy().tolist()
+
+
+def agree_checkpoint(ctx) -> Optional[Path]:
+    """--resume auto in a multi-worker job: the checkpoint of the newest global step that EVERY worker can read.
+
+    After a lost rank the workers' newest checkpoints may differ by one save (one was killed while saving, or
+    saved before the others); each taking its own newest would restart the job from two steps. Each worker
+    lists its readable steps, the rows are all-gathered, and common.resume.agree picks the same step on all."""
+    held = readable_checkpoints(ctx)
+    rows = gather_rows(ctx.strategy, agreement.pack(held))
+    step = agreement.agree(rows, log=ctx.say)
+    if step is None:
+        if not any(agreement.unpack(r) for r in rows):
+            ctx.say(f"resume: no valid checkpoint in {ctx.ckpt_root}; starting from scratch")
+        return None
+    return held[step]
+
+
+def own_checkpoint(ctx, ckpt, epoch) -> Optional[Path]:
+    """This worker's own checkpoint of ``epoch`` (the one holding its per-replica state), or None."""
+    for root in ctx.own_roots:
+        path = Path(root) / Path(ckpt).name
+        if path.is_dir():
+            try:
+                meta = checkpointing.verify(path)
+            except CheckpointError:
+                continue
+            if meta["epoch"] == epoch and checkpointing.LOCAL in meta["files"] and meta.get("rank") == ctx.rank:
+                return path
+    return None
 
 
 def save_model(ctx, model) -> None:
