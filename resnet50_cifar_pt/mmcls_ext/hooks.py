@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmcv.runner import HOOKS, Hook, OptimizerHook
+from mmcv.runner import HOOKS, CheckpointHook, Hook, OptimizerHook
 
 from common import events
 from common.progress import Progress
@@ -34,6 +34,17 @@ class EpochSeedHook(Hook):
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)
+
+
+@HOOKS.register_module()
+class RankCheckpointHook(CheckpointHook):
+    """mmcv's checkpoint hook on a rank R > 0, which mmcv's own skips (its save is ``master_only``): the same
+    schedule, into the rank's own series (``filename_tmpl`` ``rankR_epoch_{}.pth``, its newest
+    ``mmcls_ext.resume.KEEP`` kept, no ``latest.pth``). The file holds this rank's BatchNorm running statistics,
+    which a resumed rank must get back (see mmcls_ext/resume.py)."""
+
+    def _save_checkpoint(self, runner):
+        CheckpointHook._save_checkpoint.__wrapped__(self, runner)  # the undecorated save and pruning
 
 
 @HOOKS.register_module()

@@ -3,8 +3,9 @@
 - ``train_one_epoch`` is the epoch of training (mmcv's workflow calls it by its name there, ``train``);
 - checkpoints are written atomically, ``latest.pth`` is re-pointed in one rename, and each complete save is a
   ``checkpoint`` event (``common.events``) in the work dir;
-- ``resume`` reads the checkpoint with ``weights_only=True`` and does not execute the config text stored
-  in it (mmcv's ``resume`` rebuilds that config with ``Config.fromstring``, i.e. runs Python from the file);
+- ``resume`` reads the checkpoint with ``weights_only=True``, refuses one written by a job of another rank
+  count (``common.resume.check_world``; ``meta.world_size`` is saved with every checkpoint), and does not
+  execute the config text stored in it (mmcv's ``resume`` rebuilds that config with ``Config.fromstring``, i.e. runs Python from the file);
 - the training forward pass can run under an autocast context (``--amp``) and the AMP loss scaler's state
   travels with the checkpoint; both are constructor arguments;
 - no fixed 2 s sleep at each train/val epoch start (mmcv's guard against a data-loader deadlock with
@@ -18,6 +19,7 @@ import torch
 from mmcv.runner import RUNNERS, EpochBasedRunner
 
 from common import events
+from common.resume import check_world
 
 from .checkpoint import point_latest, save_checkpoint
 
@@ -91,11 +93,9 @@ class ZooEpochBasedRunner(EpochBasedRunner):
         ckpt = self.load_checkpoint(checkpoint, map_location="cpu")
         meta = ckpt["meta"]
         self._epoch, self._iter = int(meta["epoch"]), int(meta["iter"])
-        saved_world = int(meta.get("world_size", self.world_size))
-        if saved_world != self.world_size:
-            # an epoch has fewer iterations on more ranks; keep iteration-based schedules in step
-            self._iter = self._iter * saved_world // self.world_size
-            self.logger.info("iteration count rescaled from %d to %d ranks", saved_world, self.world_size)
+        # another rank count means another global batch and data shard per rank: refused (tools/train.py checks
+        # before anything is written; this is the last line for any other caller)
+        check_world(checkpoint, meta.get("world_size"), self.world_size)
         self.meta = {**(self.meta or {}), "hook_msgs": dict(meta.get("hook_msgs", {}))}
         if resume_optimizer and "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -183,15 +183,63 @@ def build_runner(ctx: Context, model, optim: Optim, logger):
         timestamp=ctx.timestamp))
 
 
-def checkpoint_to_resume(args, ctx: Context, logger):
-    """--resume PATH, --resume auto (the newest readable epoch_N.pth in the work dir), --resume-from PATH or
-    the config's resume_from; None: start from scratch."""
-    if args.resume == "auto":
-        found = find_resume(ctx.work_dir, log=logger.warning)
-        if found is None:
-            logger.info(f"resume: no readable checkpoint in {ctx.work_dir}, starting from scratch")
-        return found
-    return args.resume or args.resume_from or ctx.cfg.get("resume_from")
+def restarted_by_torchrun(args) -> bool:
+    """True in the workers torchrun started again after a worker failed (``--max-restarts`` > 0)."""
+    return args.launcher == "pytorch" and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def gather_rows(ctx: Context, row):
+    """All-gather one int row of the same length from every rank (the process group's backend: gloo on CPU,
+    nccl/hccl on the device, hence the tensor on this rank's device). Returns the rows in rank order."""
+    import torch.distributed as dist
+    device = {"cuda": f"cuda:{ctx.local_index}", "npu": f"npu:{ctx.local_index}"}.get(ctx.device, "cpu")
+    mine = torch.tensor(list(row), dtype=torch.int64, device=device)
+    rows = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    dist.all_gather(rows, mine)
+    return [r.cpu().tolist() for r in rows]
+
+
+def _saved_world(path):
+    from common.checkpoint import CheckpointError
+
+    from .checkpoint import safe_load
+    from .resume import read_checkpoint_meta
+    try:
+        return read_checkpoint_meta(path).get("world_size")
+    except CheckpointError:  # e.g. torch's legacy (non-zip) format: the full, weights-only read
+        meta = safe_load(path).get("meta")
+        return meta.get("world_size") if isinstance(meta, dict) else None
+
+
+def checkpoint_to_resume(args, ctx: Context, log):
+    """The checkpoint this rank resumes from, or None to start from scratch; one with another rank count than
+    this job's is refused (``common.resume.check_world``, exit 2). Writes nothing (only removes the temps of
+    interrupted saves), so it runs before the work dir is opened.
+
+    --resume PATH / --resume-from PATH / the config's resume_from: that file, on every rank. --resume auto (also
+    implied in the workers torchrun restarts, see ``restarted_by_torchrun``): one process takes the newest
+    readable ``epoch_N.pth``; several ranks agree on a step and each takes its own file of it
+    (``mmcls_ext.resume.choose``)."""
+    from common.resume import check_world
+
+    from .resume import choose
+    explicit = args.resume if args.resume != "auto" else None
+    explicit = explicit or args.resume_from or ctx.cfg.get("resume_from")
+    if explicit:
+        check_world(explicit, _saved_world(explicit), ctx.world_size)
+        return explicit
+    if args.resume != "auto" and not restarted_by_torchrun(args):
+        return None
+    if ctx.distributed:
+        found = choose(ctx.work_dir, ctx.rank, ctx.world_size, functools.partial(gather_rows, ctx), log)
+        found = found.path if found else None
+    else:
+        found = find_resume(ctx.work_dir, log=log)
+        if found is not None:
+            check_world(found, _saved_world(found), ctx.world_size)
+    if found is None:
+        log(f"resume: no checkpoint to resume in {ctx.work_dir}, starting from scratch")
+    return found
 
 
 def register_training_hooks(args, ctx: Context, runner, optim: Optim) -> None:
@@ -203,7 +251,13 @@ def register_training_hooks(args, ctx: Context, runner, optim: Optim) -> None:
     log_config = dict(cfg.log_config)
     if args.tensorboard:
         log_config["hooks"] = list(log_config["hooks"]) + [dict(type="TensorboardLoggerHook")]
-    runner.register_training_hooks(cfg.lr_config, optim.hook, cfg.checkpoint_config, log_config,
+    checkpoint_config = cfg.checkpoint_config
+    if ctx.distributed and ctx.rank > 0:  # each rank its own series (mmcls_ext/resume.py says why)
+        from .resume import KEEP, series_template
+        keep = int(checkpoint_config.get("max_keep_ckpts", -1))
+        checkpoint_config = dict(checkpoint_config, type="RankCheckpointHook", create_symlink=False,
+                                 filename_tmpl=series_template(ctx.rank), max_keep_ckpts=max(KEEP, keep))
+    runner.register_training_hooks(cfg.lr_config, optim.hook, checkpoint_config, log_config,
                                    cfg.get("momentum_config", None), custom_hooks_config=cfg.get("custom_hooks"))
     runner.register_hook(EpochSeedHook(ctx.seed, ctx.rank if args.diff_seed else 0), priority="VERY_HIGH")
     if ctx.distributed:

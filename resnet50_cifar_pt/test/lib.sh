@@ -23,29 +23,53 @@ r50_train_1p() {
     "$MZ_PYTHON" tools/train.py "${R50_ARGS[@]}" --gpu-id "${ASCEND_DEVICE_ID:-0}"
 }
 
+# r50_check_resume WORLD ARG...: when ARG... (train.py's flags) resume (--resume=auto|PATH, --resume-from=PATH),
+# refuse checkpoints written by a job of another rank count than WORLD with one ERROR line and status 2, before
+# torchrun starts (the workers check too, but their exit goes through torchrun's failure report). Reads the
+# checkpoint metadata without torch (mmcls_ext/resume.py run as a file: no mmcv import either).
+r50_check_resume() {
+  local world=$1 resume="" a prev=""
+  shift
+  for a in "$@"; do
+    case "$prev" in --resume|--resume-from) resume=$a ;; esac
+    case "$a" in --resume=*|--resume-from=*) resume=${a#*=} ;; esac
+    prev=$a
+  done
+  [ -z "$resume" ] && return 0
+  "$MZ_PYTHON" "$MZ_RECIPE_DIR/mmcls_ext/resume.py" --work-dir "$output_path" --resume "$resume" --world "$world"
+}
+
 # r50_train_8p CONFIG DEFAULT_BATCH [cfg-option ...]: torchrun over the devices of this server.
 # --rank_table=FILE (HCCL table, read by common.rank_table) gives nodes, this node's rank, its device ids
 # and the master; without one, 8 local processes (or --device_num=N) as the original dist_train.sh.
 # --server_index=N picks this server in a multi-server table when its address does not identify it.
+# --max_restarts=N (or MAX_RESTARTS=N in the environment; default 0, as before): torchrun restarts the workers
+# after a failure up to N times, and the restarted workers resume from their newest common checkpoint.
 r50_train_8p() {
-  local rank_table="" device_num="" server_index=auto rest=() a
+  local rank_table="" device_num="" server_index=auto max_restarts=${MAX_RESTARTS:-0} rest=() a
   for a in "${MZ_EXTRA_ARGS[@]}"; do
     case "$a" in
       --rank_table=*) rank_table=${a#*=} ;;
       --device_num=*) device_num=${a#*=} ;;
       --server_index=*) server_index=${a#*=} ;;
+      --max_restarts=*) max_restarts=${a#*=} ;;
       *) rest+=("$a") ;;
     esac
   done
+  if ! [[ "$max_restarts" =~ ^[0-9]+$ ]]; then
+    echo "ERROR: --max_restarts / MAX_RESTARTS must be an integer >= 0, got '$max_restarts'" >&2
+    return 2
+  fi
   MZ_EXTRA_ARGS=("${rest[@]}")
-  local nnodes=1 node_rank=0 nproc=${device_num:-8} master=127.0.0.1
+  local nnodes=1 node_rank=0 nproc=${device_num:-8} master=127.0.0.1 world
+  world=$nproc
   if [ -n "$rank_table" ]; then
     local assignments
     assignments=$("$MZ_PYTHON" -m common.rank_table "$rank_table" --server_index "$server_index" \
                   ${device_num:+--device_num "$device_num"}) || return 2
     eval "$assignments"
     export RANK_TABLE_FILE RANK_SIZE
-    nnodes=$SERVER_COUNT node_rank=$SERVER_INDEX nproc=$LOCAL_DEVICE_NUM master=$MASTER_ADDR
+    nnodes=$SERVER_COUNT node_rank=$SERVER_INDEX nproc=$LOCAL_DEVICE_NUM master=$MASTER_ADDR world=$RANK_SIZE
     case "$device" in
       gpu) export CUDA_VISIBLE_DEVICES=${LOCAL_DEVICE_IDS// /,} ;;
       npu) export ASCEND_RT_VISIBLE_DEVICES=${LOCAL_DEVICE_IDS// /,} ;;
@@ -53,8 +77,9 @@ r50_train_8p() {
   fi
   r50_args "$@"
   cd "$MZ_RECIPE_DIR" || return 2
+  r50_check_resume "$world" "${MZ_EXTRA_ARGS[@]}" || return $?
   mz_run_logged "$output_path/train_${ASCEND_DEVICE_ID:-0}.log" \
     "$MZ_PYTHON" -m torch.distributed.run --nnodes="$nnodes" --node_rank="$node_rank" --nproc_per_node="$nproc" \
-    --master_addr="$master" --master_port="${PORT:-29500}" --max-restarts=0 \
+    --master_addr="$master" --master_port="${PORT:-29500}" --max-restarts="$max_restarts" \
     tools/train.py "${R50_ARGS[0]}" --seed 0 --launcher pytorch "${R50_ARGS[@]:1}" ${R50_PERF_REPORT:+--perf-report}
 }

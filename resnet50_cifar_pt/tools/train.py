@@ -62,7 +62,10 @@ def parse_args(argv=None):
     parser.add_argument("--resume-from", help="the checkpoint file to resume from")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="resume from PATH, or 'auto': the newest readable epoch_N.pth in the work dir "
-                             "(corrupt ones are skipped and reported; none found starts from scratch)")
+                             "(corrupt ones are skipped and reported; none found starts from scratch); on several "
+                             "ranks the newest step every rank holds, each rank from its own file of it; implied "
+                             "when torchrun restarts the workers (--max-restarts); a checkpoint of another rank "
+                             "count is refused")
     parser.add_argument("--no-validate", action="store_true",
                         help="whether not to evaluate the checkpoint during training")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu", "npu"],
@@ -100,8 +103,8 @@ def parse_args(argv=None):
                         help="also write train_<CaseName>_perf_report.log as the original 8p scripts did")
     parser.add_argument("--rank-checkpoints", action="store_true",
                         help="at the end every rank also writes its own final weights and optimiser state to "
-                             "<work-dir>/rank<R>_final.pth (epoch_N.pth come from rank 0 only), so that the "
-                             "ranks' weights can be compared file against file")
+                             "<work-dir>/rank<R>_final.pth, so that the ranks' weights can be compared file "
+                             "against file")
     args = parser.parse_args(argv)
     if args.resume_from and args.resume:
         parser.error("--resume-from and --resume are alternatives; give one")
@@ -172,17 +175,21 @@ def create_optimizer(args, ctx, model):
 
 def resume(args, ctx, model, optim) -> training.State:
     """The runner (mmcv's loop, which owns the epoch and iteration counters) from scratch, from the config's
-    load_from weights, or from a checkpoint; the "resume" event says which."""
+    load_from weights, or from a checkpoint; every rank emits a "resume" event saying which. The checkpoint is
+    chosen (on several ranks: agreed, see mmcls_ext/resume.py) and its rank count checked before anything is
+    written."""
+    notes = []  # what choosing the checkpoint had to say, logged once the log exists
+    checkpoint = training.checkpoint_to_resume(args, ctx, notes.append)
     logger = training.open_work_dir(ctx)  # the inputs were read: from here on the run writes
+    for note in notes:
+        logger.warning(note)
     runner = training.build_runner(ctx, model, optim, logger)
-    checkpoint = training.checkpoint_to_resume(args, ctx, logger)
     if checkpoint:
         runner.resume(str(checkpoint))
     elif ctx.cfg.get("load_from"):
         runner.load_checkpoint(ctx.cfg.load_from)
-    if ctx.rank == 0:
-        events.emit(ctx.work_dir, "resume", rank=ctx.rank, epoch=runner.epoch, global_step=runner.iter,
-                    checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
+    events.emit(ctx.work_dir, "resume", rank=ctx.rank, epoch=runner.epoch, global_step=runner.iter,
+                checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
     return training.State(runner, str(checkpoint) if checkpoint else None)
 
 
@@ -205,8 +212,7 @@ def train(args, ctx, data, optim, state) -> training.Result:
     runner.register_hook(summary, priority="LOW")  # after the eval hook, before the loggers
     runner.register_hook(hooks.ProgressHook(ctx.samples_per_gpu, enabled=ctx.rank == 0), priority="LOW")
     emitter = hooks.EventsHook(ctx.work_dir, cfg.log_config.interval, ctx.rank)
-    if ctx.rank == 0:
-        runner.register_hook(emitter, priority="LOW")
+    runner.register_hook(emitter, priority="LOW")  # every rank: a kill test finds each rank's pid in its steps
     runner.run([data.train_loader], cfg.workflow)
     return training.Result(runner, optim, meter, speed, summary, emitter.initial_digest, data.train_loader,
                            train_images=len(data.train_set))
