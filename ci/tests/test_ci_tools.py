@@ -234,3 +234,50 @@ def test_the_npu_environment_resolves_with_pip_and_the_plain_torch_pin_would_not
     monkeypatch.setattr(setup_envs, "OVERLAYS", {"torch-npu": str(only_npu)})
     with pytest.raises(setup_envs.SetupError, match="do not resolve together"):
         setup_envs.resolve("torch-npu")
+
+
+def test_changed_jobs_pick_the_directories_a_change_touches():
+    sys.path.insert(0, str(ROOT / "ci"))
+    from changed_jobs import ALL, RECIPES, jobs_for
+    assert jobs_for(["sppnet_ms/train.py", "sppnet_ms/README.md"]) == ["sppnet_ms"]
+    assert jobs_for(["ci/bench.py"]) == ["ci"]
+    assert jobs_for(["common/events.py"]) == [*RECIPES, "common", "ci"]
+    assert jobs_for(["Makefile"]) == ALL and jobs_for(["ci/setup_envs.py"]) == ALL
+    assert jobs_for(["README.md", "docs/x.md"]) == []
+
+
+def test_every_ci_job_has_its_make_target():
+    sys.path.insert(0, str(ROOT / "ci"))
+    from changed_jobs import ALL, RECIPES
+    import smoke
+    assert list(smoke.SMOKES) == list(RECIPES) == list(smoke.ENVS)
+    make = subprocess.run(["make", "-n", "-C", str(ROOT), *[f"smoke-{r}" for r in RECIPES], "test-common",
+                           "test-ci"], capture_output=True, text=True)
+    assert make.returncode == 0, make.stderr
+    for r in RECIPES:
+        assert f"ci/smoke.py {r}" in make.stdout and f"ci/setup_envs.py ci {smoke.ENVS[r]}" in make.stdout
+    workflow = (ROOT / ".github" / "workflows" / "smoke.yml").read_text()
+    assert "ci/changed_jobs.py" in workflow and 'make "smoke-${{ matrix.job }}"' in workflow
+    assert set(ALL) == {*RECIPES, "common", "ci"}
+
+
+def test_smoke_stops_a_recipe_at_its_first_failing_step_and_exits_1(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "ci"))
+    import smoke
+    from common.banner import format_banner
+    banner = f"print({format_banner(10.0, 0.1, 1, 0.5)!r})"
+    py = sys.executable
+    good = [("train", [py, "-c", banner + "; import pathlib; pathlib.Path('{out}/run').mkdir(); "
+                       "pathlib.Path('{out}/run/r.json').write_text('{{}}')"], "run/r.json"),
+            ("eval", [py, "-c", "import sys; print('evaluating'); sys.exit(3)"], None),
+            ("export", [py, "-c", "open('{out}/never', 'w')"], "never")]
+    monkeypatch.setattr(smoke, "SMOKES", {"fake": good})
+    monkeypatch.setattr(smoke, "ENVS", {"fake": "ci"})
+    monkeypatch.setattr(smoke, "OUT", tmp_path / "out")
+    monkeypatch.setattr(smoke, "DATA", tmp_path)
+    monkeypatch.setattr(smoke, "ROOT", tmp_path)
+    (tmp_path / "fake").mkdir()
+    assert smoke.main(["fake"]) == 1
+    out = capsys.readouterr().out
+    assert "smoke fake train: ok" in out and "smoke fake eval: FAILED: exit 3" in out and "evaluating" in out
+    assert "smoke fake export" not in out and not (tmp_path / "out" / "fake" / "never").exists()
