@@ -112,5 +112,24 @@ def find_resume(spec, out, log=print):
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
     state_file = path.parent / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if not state_file.is_file():
+        state_file = _linked_state(path)
+    state = json.loads(state_file.read_text()) if state_file and state_file.is_file() else {}
     return {**state, "prefix": str(path)}
+
+
+def _linked_state(prefix):
+    """The ``state.json`` of the step folder whose files ``prefix`` (the original's path,
+    ``<output>/cspdarknet53.ckpt``) hard-links, so that resuming from that path is checked as the step folder
+    is (rank count, seed); None for a copy or a checkpoint from elsewhere, which carries no metadata."""
+    index, root = Path(str(prefix) + ".index"), Path(prefix).parent / "ckpt"
+    if not root.is_dir():
+        return None
+    for folder in root.iterdir():
+        other = folder / (CKPT_NAME + ".index")
+        try:
+            if _STEP_DIR.match(folder.name) and os.path.samefile(index, other):
+                return folder / "state.json"
+        except OSError:
+            continue
+    return None

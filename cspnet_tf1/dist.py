@@ -94,7 +94,7 @@ def gradient_scale(cluster):
 
 
 def build_agree(cluster):
-    """``(head_in, head)``: feed (seed, restored) and fetch ``head`` to get rank 0's pair on every rank.
+    """``(head_in, head)``: feed (seed, restored, global step) and fetch ``head`` to get rank 0's on every rank.
 
     Built with the strategy's cross-worker reduce (a SUM to which every rank but 0 contributes zeros), so it
     is TF's collective engine too. None, None in a single process or with HCCL.
@@ -103,7 +103,7 @@ def build_agree(cluster):
         return None, None
     strategy = cluster.strategy
     with strategy.scope():
-        head_in = tf1.placeholder(tf.int64, [2])
+        head_in = tf1.placeholder(tf.int64, [3])
         head = strategy.extended.reduce_to(SUM, head_in if cluster.is_chief else tf.zeros_like(head_in),
                                            destinations=strategy.extended.worker_devices[0])
     return head_in, head

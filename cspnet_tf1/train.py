@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 import utils
 from common import cli, cputune, events, throughput
+from common.resume import check_world
 from common.digest import weights_digest
 from common.progress import Progress
 from common.runrecord import case_name, finish_run
@@ -129,6 +130,8 @@ def setup(args):
     out = Path(args.output_path).resolve()
     # rank 0 alone reads and writes checkpoints; the other ranks receive its state through the all-reduce
     found = ckpt.find_resume(args.resume, out) if args.resume and cluster.is_chief else None
+    if found:  # another rank count would change the global batch and every rank's data shard
+        check_world(found["prefix"], found.get("rank_size"), cluster.world)
     seed = args.seed
     if seed is None:  # the checkpoint's, else a fresh one (recorded)
         seed = found.get("seed") if found else None
@@ -285,19 +288,31 @@ class State:
 
 
 def resume(args, ctx, g, data):
-    """Initialise, restore rank 0's checkpoint, give every rank rank 0's state; emits the ``resume`` event."""
+    """Initialise, restore rank 0's checkpoint, give every rank rank 0's state; emits the ``resume`` event.
+
+    Rank 0 alone decides: it alone reads checkpoints (and alone writes them), so there is no choice to agree
+    on. What the other ranks need is rank 0's state, all of it: every global variable (weights, Momentum
+    slots, the global step) is broadcast. The network keeps no per-rank state (no BatchNorm moving
+    statistics: it normalises over each batch) and the data position and augmentation follow from the seed
+    and the global step, so rank 0's checkpoint is the whole state of every rank.
+    """
     sess, run, found = g["sess"], g["run"], ctx.found
     # every rank runs the initialiser: under the strategy it broadcasts rank 0's initial values
     run(g["init"])
     if found:
         g["saver"].restore(sess, found["prefix"])
     seed = ctx.seed
-    if g["head"] is not None:  # rank 0's seed, and whether it restored, to every rank
-        seed, restored = (int(v) for v in run(g["head"], {g["head_in"]: [seed, int(bool(found))]}))
+    if g["head"] is not None:  # rank 0's seed, whether it restored, and its global step, to every rank
+        head = [seed, int(bool(found)), int(sess.run(g["global_step"]))]
+        seed, restored, chief_step = (int(v) for v in run(g["head"], {g["head_in"]: head}))
         if seed != ctx.seed:
             data.shuffle(seed)
         if restored:  # built only now, by every rank alike, so a fresh run carries no extra ops
             run(dist.build_broadcast(ctx.cluster))
+            got = int(sess.run(g["global_step"]))
+            if got != chief_step:  # cannot happen unless the broadcast missed a variable: never train on
+                raise RuntimeError(f"resume: rank {ctx.cluster.rank} holds global step {got} after the broadcast, "
+                                   f"rank 0 restored {chief_step}")
     elif g["broadcast"]:
         sess.run(g["broadcast"])
     step = int(sess.run(g["global_step"]))
@@ -306,9 +321,13 @@ def resume(args, ctx, g, data):
         print(f"resume: restored {found['prefix']} (epoch {epoch}, global step {step})")
     elif step:
         print(f"resume: rank 0 restored its checkpoint (epoch {epoch}, global step {step})")
-    # a rank other than 0 restored nothing itself: it names no checkpoint, only whose state it took
+    # a rank other than 0 restored nothing itself: it names no checkpoint, only whose state it took; with
+    # several ranks each one adds the digest of all its variables (slots and step too), equal on every rank
+    extra = {"from_rank": 0} if step and not found else {}
+    if ctx.cluster.distributed and step:
+        extra["state_digest"] = weights_digest(sess.run(tf1.global_variables()))
     events.emit(ctx.out, "resume", checkpoint=found["prefix"] if found else None, epoch=epoch, global_step=step,
-                **({"from_rank": 0} if step and not found else {}))
+                **extra)
     return State(step, epoch, skip, seed, val_accuracy=found.get("val_accuracy") if found else None)
 
 
