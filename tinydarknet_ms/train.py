@@ -25,6 +25,7 @@ from common.checkpoint import CheckpointError  # noqa: E402
 from common.imagefolder import ImageFolderError  # noqa: E402
 from common.ms import CheckpointSeries, RankLog, StepMonitor, emit_initial_weights, load_ckpt, load_into  # noqa: E402
 from common.ms.checkpoint import classes_meta  # noqa: E402
+from common.ms.resume import agree_resume  # noqa: E402
 from common.progress import Progress  # noqa: E402
 from common.runrecord import case_name, finish_run  # noqa: E402
 from common.throughput import ThroughputMeter  # noqa: E402
@@ -34,8 +35,8 @@ from src.dataset import create_dataset_imagenet, find_split, find_val_split, loa
 from src.epoch_log import EpochLog  # noqa: E402
 from src.lr_scheduler import warmup_cosine_annealing_lr, warmup_step_lr  # noqa: E402
 from src.tinydarknet import TinyDarkNet, count_params  # noqa: E402
-from src.utils import (checkpoint_series, detect_device, is_distributed, resolve_amp, resolve_leaky,  # noqa: E402
-                       restore_training, setup_context)
+from src.utils import (checkpoint_series, detect_device, global_step_of, is_distributed, resolve_amp,  # noqa: E402
+                       resolve_leaky, restore_training, setup_context)
 
 NETWORK = "TinyDarknet_for_MindSpore"
 
@@ -83,7 +84,7 @@ def setup(args):
     ckpt_root = Path(args.ckpt_save_dir) if os.path.isabs(args.ckpt_save_dir) else output_path / args.ckpt_save_dir
     ckpt_dir = ckpt_root / str(rank)
     checkpoints = checkpoint_series(ckpt_dir, f"train_tinydarknet_{args.dataset_name}", args.keep_checkpoint_max,
-                                    output_path, rank)
+                                    output_path, rank, world=group_size)
     ctx = Context(device, rank, group_size, leaky, resolve_amp(args.amp_level, device), output_path, ckpt_dir,
                   checkpoints)
     if ctx.primary:
@@ -172,13 +173,19 @@ def create_trainer(args, model, loss_fn, optimizer, amp_level):
 
 # ---- resume ---------------------------------------------------------------------------------------------------
 def resume(args, ctx, trainer):
-    """--resume: weights, momentum, global step (hence LR position) and loss scale; emits the "resume" event."""
-    path = args.resume or None
+    """--resume: weights, momentum, global step (hence LR position) and loss scale; emits the "resume" event.
+
+    ``auto`` in a job of several ranks: the ranks agree (common.ms.resume: their lists of checkpoint steps,
+    all-gathered) on the newest global step every rank holds, and each rank loads its own file of that step
+    (its own BatchNorm statistics). A checkpoint of a job with another rank count stops the run (one line)."""
+    path, params = args.resume or None, None
     if path == "auto":
-        path = ctx.checkpoints.find_resume()
+        found = agree_resume(ctx.checkpoints, lambda p: global_step_of(ctx.checkpoints, p), ctx.group_size,
+                             ctx.rank)
+        path, params = (found.path, found.params) if found else (None, None)
         if path is None:
             print(f"resume: no valid checkpoint in {ctx.ckpt_dir}, starting from scratch")
-    epoch, global_step = restore_training(trainer.train_network, path) if path else (0, 0)
+    epoch, global_step = restore_training(trainer.train_network, path, ctx.group_size, params) if path else (0, 0)
     if path:
         print(f"resume: continuing from {path} at epoch {epoch}")
     if epoch >= args.epoch_size:

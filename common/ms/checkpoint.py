@@ -21,6 +21,7 @@ from common.imagefolder import CLASSES_KEY, decode_classes, encode_classes
 # what an optimiser checkpoint need not hold: they are rebuilt from the config (the LR schedule is a Tensor
 # of the optimiser, its position is global_step, which is saved)
 OPTIMIZER_HYPER_PARAMS = ("learning_rate", "momentum")
+WORLD_KEY = "zoo_world_size"  # meta of a CheckpointSeries file: the rank count of the job that wrote it
 
 
 def _first_line(exc: BaseException, limit: int = 120) -> str:
@@ -109,15 +110,17 @@ class CheckpointSeries:
     ``pattern`` holds ``{epoch}`` and optionally ``{step}`` (MindSpore's ModelCheckpoint names files
     ``<prefix>-<epoch>_<step>.ckpt``): ``'zfnet-{epoch}.ckpt'``, ``'train_tinydarknet_imagenet-{epoch}_{step}.ckpt'``.
     ``keep``: how many newest files :meth:`save` leaves (None or 0: all). ``events_dir``: the run's output folder,
-    where :meth:`save` emits the ``checkpoint`` event (None: no event); ``rank`` goes into the event.
+    where :meth:`save` emits the ``checkpoint`` event (None: no event); ``rank`` goes into the event. ``world``:
+    the job's rank count, saved in every file's meta as ``WORLD_KEY`` (``common.ms.resume`` refuses to resume a
+    job of another size from it); None: not recorded.
     """
 
     def __init__(self, directory, pattern: str, keep: Optional[int] = None, events_dir=None,
-                 rank: Optional[int] = None, log: Callable = print):
+                 rank: Optional[int] = None, log: Callable = print, world: Optional[int] = None):
         if "{epoch}" not in pattern:
             raise ValueError(f"checkpoint name pattern {pattern!r} has no {{epoch}}")
         self.directory, self.pattern, self.keep = Path(directory), pattern, keep
-        self.events_dir, self.rank, self.log = events_dir, rank, log
+        self.events_dir, self.rank, self.log, self.world = events_dir, rank, log, world
         regex = re.escape(pattern).replace(r"\{epoch\}", r"(?P<epoch>\d+)").replace(r"\{step\}", r"(?P<step>\d+)")
         self._regex = re.compile(regex + r"\Z")
 
@@ -141,6 +144,8 @@ class CheckpointSeries:
     def save(self, params, epoch: int, global_step: int, meta: Optional[dict] = None,
              step: Optional[int] = None) -> Path:
         """Write the checkpoint of ``epoch`` epochs done (atomically), emit ``checkpoint``, then prune the oldest."""
+        if self.world is not None:
+            meta = {**(meta or {}), WORLD_KEY: int(self.world)}
         path = save_ckpt(self.path(epoch, step), params, meta)
         if self.events_dir is not None:
             events.emit(self.events_dir, "checkpoint", rank=self.rank, path=os.path.abspath(path),

@@ -31,6 +31,9 @@
 #   [INFO]/[WARNING] lines (they stay in the log). If a rank fails, the others are stopped (SIGTERM, SIGKILL after
 #   MZ_STOP_GRACE=10 s) and one "ERROR: distributed job failed" line names the logs. SIGINT/SIGTERM to the script
 #   stops the ranks (SIGTERM, or SIGINT to msrun, which passes it on; SIGKILL after the grace); exit 128+N.
+#   The job's status is the first failed rank's (msrun's own is 1 for any failure: its log names the rank's;
+#   a rank killed by signal N: 128+N); a rank that stopped with exit 2 and an "ERROR:" line of its own (a
+#   refused input, e.g. a checkpoint of another rank count) gets no second "distributed job failed" line.
 #   ms_rank_logs WORK LOGS        copies each local worker log, without MindSpore's [INFO]/[WARNING] lines, to
 #                                 WORK/train_parallel<rank>/log (where the Ascend branch writes it)
 # Every script: ms_fail MSG (one "ERROR: MSG" line, exit 2), ms_positional N "NAMES" "$@".
@@ -213,7 +216,19 @@ ms_launch() {
   local rc=$?
   trap - INT TERM
   [ -n "$tail_pid" ] && wait "$tail_pid" 2>/dev/null
-  [ $rc -eq 0 ] || echo "ERROR: distributed job failed (exit $rc); logs: $where" >&2
+  if [ $rc -ne 0 ] && [ "$MZ_STOP_SIGNAL" = INT ]; then
+    # msrun exits 1 whatever failed; its log names the first failed worker's status (negative: killed by a
+    # signal, reported as the shell does, 128+N), so a rank's usage error still ends the job with exit 2
+    local code
+    code=$(grep -o -m1 -e 'exit with exception. Error code: -\?[0-9]*' "$logs/msrun.log" 2>/dev/null | grep -o -e '-\?[0-9]*$')
+    if [ -n "$code" ] && [ "$code" -ne 0 ]; then
+      if [ "$code" -lt 0 ]; then rc=$((128 - code)); else rc=$code; fi
+    fi
+  fi
+  # exit 2 with an ERROR line in the echoed log: a rank refused its input and said why in that one line
+  if [ $rc -ne 0 ] && ! { [ $rc -eq 2 ] && [ -n "$echo_log" ] && grep -q '^ERROR: ' "$echo_log" 2>/dev/null; }; then
+    echo "ERROR: distributed job failed (exit $rc); logs: $where" >&2
+  fi
   return $rc
 }
 

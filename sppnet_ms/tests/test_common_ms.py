@@ -18,7 +18,8 @@ from common.digest import weights_digest
 from common.imagefolder import ImageFolderError
 from common.ms import (CheckpointSeries, NonFiniteLossError, StepMonitor, cell_digest, emit_initial_weights,
                        load_ckpt, load_into, meta_value, save_ckpt)
-from common.ms.checkpoint import classes_meta, classes_of
+from common.ms.checkpoint import WORLD_KEY, classes_meta, classes_of
+from common.ms.resume import agree_resume
 from common.progress import Progress
 from common.throughput import ThroughputMeter
 
@@ -114,6 +115,92 @@ def test_find_resume_skips_a_truncated_newest_file_and_removes_stale_temps(tmp_p
     stale.write_bytes(b'half a save')
     assert series.find_resume() == good
     assert not stale.exists() and any('skipping' in line and 'm-2.ckpt' in line for line in logged)
+
+
+class _ThreadRanks:
+    """``agree_resume`` of several ranks run in threads, with an all-gather made of a barrier (no cluster needed):
+    the same calls in the same order on every rank, as MindSpore's AllGather requires."""
+
+    def __init__(self, world):
+        import threading
+        self.world, self.rows, self.barrier = world, [None] * world, threading.Barrier(world, timeout=30)
+
+    def gather(self, rank):
+        def _gather(row):
+            self.barrier.wait()
+            self.rows[rank] = list(row)
+            self.barrier.wait()
+            rows = np.asarray(self.rows)
+            self.barrier.wait()  # nobody overwrites its row before every rank has read them all
+            return rows
+        return _gather
+
+    def run(self, series_of, **kw):
+        import threading
+        results, logs = [None] * self.world, [[] for _ in range(self.world)]
+
+        def _rank(r):
+            try:
+                results[r] = agree_resume(series_of(r), lambda p: series_of(r)._order(p)[0] * 4, self.world, r,
+                                          log=logs[r].append, gather=self.gather(r), **kw)
+            except Exception as exc:  # noqa: BLE001 - handed to the test
+                results[r] = exc
+        threads = [threading.Thread(target=_rank, args=(r,)) for r in range(self.world)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return results, logs
+
+
+def _rank_series(tmp_path, world, epochs_by_rank, saved_world=None):
+    series = [CheckpointSeries(tmp_path / str(r), 'm-{epoch}.ckpt', world=saved_world or world, log=lambda *a: None)
+              for r in range(len(epochs_by_rank))]
+    for r, epochs in enumerate(epochs_by_rank):
+        for e in epochs:
+            series[r].save(nn.Dense(4, 2), e, e * 4, {'epoch_num': e, 'rank': r})
+    return series
+
+
+def test_ranks_resume_from_the_newest_step_all_hold_each_from_its_own_file(tmp_path):
+    # rank 1 was killed in the middle of epoch 3's save: its newest is epoch 2, rank 0's is epoch 3
+    series = _rank_series(tmp_path, 2, [(1, 2, 3), (1, 2)])
+    results, _ = _ThreadRanks(2).run(lambda r: series[r])
+    assert [(res.global_step, meta_value(res.params, 'rank')) for res in results] == [(8, 0), (8, 1)]
+    assert [res.path for res in results] == [str(series[r].path(2)) for r in (0, 1)]
+    assert meta_value(results[0].params, WORLD_KEY) == 2
+
+
+def test_an_unreadable_agreed_file_on_one_rank_moves_every_rank_to_an_older_step(tmp_path):
+    series = _rank_series(tmp_path, 2, [(1, 2), (1, 2)])
+    series[1].path(2).write_bytes(series[1].path(2).read_bytes()[:-1])  # truncated outside the atomic writer
+    results, logs = _ThreadRanks(2).run(lambda r: series[r])
+    assert [res.global_step for res in results] == [4, 4]
+    assert any('skipping' in line and 'm-2.ckpt' in line for line in logs[1])
+
+
+def test_no_common_step_is_a_fresh_start_said_in_one_line(tmp_path):
+    series = _rank_series(tmp_path, 2, [(2,), (1,)])  # keep 1: rank 0 pruned epoch 1 after saving epoch 2
+    results, logs = _ThreadRanks(2).run(lambda r: series[r])
+    assert results == [None, None]
+    assert [line for line in logs[0] if 'no checkpoint of a common step' in line]
+
+
+def test_a_checkpoint_of_another_rank_count_stops_every_rank(tmp_path):
+    from common.cli import RecipeError
+    series = _rank_series(tmp_path, 2, [(1,), ()], saved_world=1)  # a one-process run's checkpoint, 2 ranks now
+    results, _ = _ThreadRanks(2).run(lambda r: series[r])
+    assert all(isinstance(res, RecipeError) for res in results), results
+    assert str(results[0]).startswith(f"{series[0].path(1)}: written by a 1-rank job, this job has 2")
+    assert str(results[1]).startswith("rank 0's checkpoint of global step 4: written by a 1-rank job")
+
+
+def test_one_process_resume_needs_no_collective(tmp_path):
+    series = _rank_series(tmp_path, 1, [(1, 2)])
+    res = agree_resume(series[0], lambda p: series[0]._order(p)[0] * 4, 1, log=lambda *a: None)
+    assert res.global_step == 8 and res.path == str(series[0].path(2))
+    with pytest.raises(Exception, match="written by a 1-rank job, this job has 2"):
+        agree_resume(series[0], lambda p: 0, 2, gather=lambda row: np.asarray([row]), log=lambda *a: None)
 
 
 @pytest.mark.parametrize('content, words', [(None, 'not found'), (b'', 'empty'),

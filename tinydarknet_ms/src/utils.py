@@ -7,6 +7,8 @@ import mindspore as ms
 
 from common.cli import RecipeError
 from common.ms import CheckpointSeries, load_ckpt, load_into, meta_value
+from common.ms.resume import saved_world
+from common.resume import check_world
 
 AMP_BY_DEVICE = {"Ascend": "O3", "GPU": "O2", "CPU": "O0"}  # the original's Model(amp_level=...) per device
 
@@ -72,15 +74,27 @@ def resolve_leaky(leaky_relu, device_target):
 
 
 # ---- checkpoints (files, series, loading: common.ms) -------------------------------------------------------
-def checkpoint_series(ckpt_dir, prefix, keep=None, events_dir=None, rank=None):
-    """A run's checkpoints, named as MindSpore's ModelCheckpoint names them: ``<prefix>-<epoch>_<step>.ckpt``."""
-    return CheckpointSeries(ckpt_dir, prefix + "-{epoch}_{step}.ckpt", keep=keep, events_dir=events_dir, rank=rank)
+def checkpoint_series(ckpt_dir, prefix, keep=None, events_dir=None, rank=None, world=None):
+    """A run's checkpoints, named as MindSpore's ModelCheckpoint names them: ``<prefix>-<epoch>_<step>.ckpt``;
+    each records ``world``, the job's rank count."""
+    return CheckpointSeries(ckpt_dir, prefix + "-{epoch}_{step}.ckpt", keep=keep, events_dir=events_dir, rank=rank,
+                            world=world)
 
 
-def restore_training(cell, path):
+def global_step_of(series, path):
+    """A series file's global step, from its name: <epoch>_<steps per epoch>."""
+    epoch, steps_per_epoch = series._order(path)
+    return epoch * steps_per_epoch
+
+
+def restore_training(cell, path, world=1, params=None):
     """Load a checkpoint written by train.py into the training cell (weights, momentum, the optimiser's global
-    step, hence the LR position, and a dynamic loss scale); returns (epochs done, global step)."""
-    params = load_ckpt(path)
+    step, hence the LR position, and a dynamic loss scale); returns (epochs done, global step).
+
+    ``params``: the checkpoint already loaded (``--resume auto`` read it to agree on it). A checkpoint of a job
+    with another rank count than ``world`` is refused with one line (``common.resume.check_world``)."""
+    params = load_ckpt(path) if params is None else dict(params)
+    check_world(path, saved_world(params), world)
     epoch = meta_value(params, "epoch_num")
     if epoch is None:
         raise RecipeError(f"{path}: no epoch_num in this checkpoint, it was not written by train.py "
