@@ -140,15 +140,18 @@ def find_checkpoint(args, ctx) -> Optional[Path]:
 
 
 def readable_checkpoints(ctx, log=print) -> dict:
-    """{global step: checkpoint folder} this worker can resume from: its own series first (it holds its
-    per-replica state, local.npz), then the chief's shared one where this worker sees it (same output folder).
-    Saves are atomic (temp folder + rename) and hash-checked: a save another rank is making is never listed."""
+    """{global step: checkpoint folder} this worker can resume from: its own series (each holds its
+    per-replica state, local.npz); only when it has none, the chief's shared one where this worker sees it
+    (same output folder; e.g. a finished job continued, whose other ranks deleted their series). Counting the
+    shared steps beside its own would let the job agree on a step the worker has no state of, where an older
+    step it does hold resumes exactly. Saves are atomic (temp folder + rename) and hash-checked: a save another
+    rank is making is never listed."""
     found = {}
     for root in ctx.own_roots:
         remove_stale_temps(root, log=log)  # only this worker saves there, and it is not saving now
         for step, path in checkpointing.valid_steps(root, log=log).items():
             found.setdefault(step, path)
-    if not ctx.is_chief:
+    if not ctx.is_chief and not found:
         for step, path in checkpointing.valid_steps(ctx.ckpt_root, log=log).items():
             found.setdefault(step, path)
     return found

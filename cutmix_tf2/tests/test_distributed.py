@@ -7,9 +7,11 @@ from events, never from log lines.
 import csv
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,11 +251,14 @@ def uninterrupted(noise, tmp_path_factory):
     return tmp_path / "out"
 
 
-@pytest.mark.parametrize("victim", [1, 0])
+@pytest.mark.parametrize("victim, checkpoints", [(1, 1), (0, 2)])
 def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(uninterrupted, noise, tmp_path,
-                                                                                 victim):
-    """SIGKILL of rank ``victim`` once a checkpoint exists and it trained past it: the launcher exits non-zero
-    within DEAD_RANK_LIMIT and no process of the job is left. The same command with --resume=auto: every rank
+                                                                                 victim, checkpoints):
+    """SIGKILL of rank ``victim`` once ``checkpoints`` checkpoints exist and it trained past them: the launcher
+    exits non-zero within DEAD_RANK_LIMIT and no process of the job is left. In the second case rank 1's newest
+    checkpoint is then taken away, as if rank 1 had died inside that save (atomic: the folder never appears, a
+    temp folder is left): the ranks' newest steps differ and they must agree on the older one that both hold.
+    The same command with --resume=auto: every rank
     says (its ``resume`` event) it restored the same global step, one saved before the kill, and both ranks end
     bit-identical to the uninterrupted job: every tensor of their last checkpoint (weights, BatchNorm statistics
     as saved: their mean over the ranks, Adam's m, v and step count), each rank's own BatchNorm moving statistics
@@ -272,7 +277,7 @@ def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(u
         proc = subprocess.Popen(_full_cmd(noise, tmp_path, out), cwd=RECIPE, env=job, stdout=log,
                                 stderr=subprocess.STDOUT, text=True)
         try:
-            killed = kill_rank_after_checkpoint(proc, out, victim, timeout=RUN_TIMEOUT)
+            killed = kill_rank_after_checkpoint(proc, out, victim, checkpoints=checkpoints, timeout=RUN_TIMEOUT)
             t0 = time.time()
             rc = proc.wait(timeout=DEAD_RANK_LIMIT)
             assert time.time() - t0 < DEAD_RANK_LIMIT
@@ -283,6 +288,12 @@ def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(u
     assert rc != 0 and f"rank {victim} exited" in text, text[-3000:]
     assert not (out / "model.h5").exists()
     saved = {(e["rank"], e["global_step"]) for e in events.read(out, "checkpoint")}
+    if checkpoints > 1:  # rank 1 "died in its last save": its folder gone, the save's temp left behind
+        last = max((e for e in events.read(out, "checkpoint") if e["rank"] == 1), key=lambda e: e["global_step"])
+        torn = Path(last["path"])
+        os.replace(torn, torn.with_name(f".{torn.name}.cut.tmp"))
+        saved.discard((1, last["global_step"]))
+    held = [{step for r, step in saved if r == rank} for rank in (0, 1)]
     resumed = subprocess.run(_full_cmd(noise, tmp_path, out, "--resume=auto"), cwd=RECIPE, env=env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
@@ -291,6 +302,9 @@ def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(u
     step = restored[0]["global_step"]
     assert restored[1]["global_step"] == step and restored[0]["epoch"] == restored[1]["epoch"] >= 1
     assert 0 < step < killed["global_step"] and {(0, step), (1, step)} <= saved  # both ranks had saved it
+    assert step == max(held[0] & held[1])  # the newest step both ranks hold ...
+    assert (step < max(held[0])) == (checkpoints > 1)  # ... older than rank 0's newest when rank 1 lost a save
+    assert not list((out / "rank_1" / "checkpoints").glob(".*.tmp"))  # the torn save's temp was removed
     assert str(restored[1]["checkpoint"]).startswith(str(out / "rank_1"))  # rank 1 read its own checkpoint
     ref = [_rank_files(uninterrupted, r) for r in (0, 1)]
     got = [_rank_files(out, r) for r in (0, 1)]
