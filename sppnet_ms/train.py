@@ -172,10 +172,16 @@ def create_trainer(args, ctx, model, loss_fn, optimizer):
 
 
 # -- resume --------------------------------------------------------------------------------------------------
-def resume(args, ctx, model, optimizer):
+def resume(args, ctx, model, optimizer, data):
     """Weights, momenta, step (hence LR position) and best results of ``--resume`` (a file, or ``auto``: the
-    newest readable epoch checkpoint); emits ``initial_weights`` and ``resume`` (also for a fresh start)."""
+    newest readable epoch checkpoint); emits ``initial_weights`` and ``resume`` (also for a fresh start).
+
+    ``auto`` in a job of several ranks: the ranks agree (common.ms.resume: their lists of checkpoint steps,
+    all-gathered) on the newest global step every rank can read, and all load that step: rank 0's series
+    (which every rank reads; ZFNet/SPPNet have no BatchNorm, so the replicas' state is the same), or with
+    ``--rank_checkpoints`` each rank its own copy. A checkpoint of another rank count stops the run (one line)."""
     from common.ms import emit_initial_weights
+    from common.ms.resume import agree_resume
     from src.training import TrainState, checkpoint_series, restore
     # the weights as built (seeded: the same on every rank, which DATA_PARALLEL does not broadcast), recorded
     # before a checkpoint replaces them, so a test can compare them across ranks and with a one-device run
@@ -183,13 +189,17 @@ def resume(args, ctx, model, optimizer):
     who = f"rank {ctx.rank}/{ctx.group_size}: " if ctx.group_size > 1 else ""
     print(f"{who}initial weights sha256 {digest}", flush=True)
     state = TrainState()
-    path = args.resume
+    path, params = args.resume, None
     if args.resume == 'auto':
-        path = checkpoint_series(args, ctx).find_resume()
+        own = ctx.primary or args.rank_checkpoints
+        series = checkpoint_series(args, ctx, ctx.rank if own else 0)
+        found = agree_resume(series, lambda p: series._order(p)[0] * data.steps_per_epoch, ctx.group_size,
+                             ctx.rank, log=print, own=own)
+        path, params = (found.path, found.params) if found else (None, None)
         if path is None:
             ctx.log(f"resume: no valid checkpoint in {args.ckpt_path}, starting from scratch")
     if path:
-        state = restore(args, model, optimizer, path)
+        state = restore(args, model, optimizer, path, ctx.group_size, params)
         ctx.log(f"resume: loaded {path} (epoch {state.epoch}, step {state.global_step})")
     events.emit(ctx.out_dir, 'resume', rank=ctx.rank, checkpoint=os.path.abspath(path) if path else None,
                 epoch=state.epoch, global_step=state.global_step)
@@ -278,7 +288,7 @@ def main(argv=None):
     model = create_model(args, ctx)
     data = create_data(args, ctx)
     loss_fn, optimizer = create_loss(args), create_optimizer(args, model, data)
-    state = resume(args, ctx, model, optimizer)
+    state = resume(args, ctx, model, optimizer, data)
     loop = train(args, ctx, model, data, loss_fn, optimizer, state)
     return summarize(args, ctx, loop)
 

@@ -14,6 +14,10 @@ API (each name is documented where it is defined):
   the ``checkpoint`` event, pruning to the newest N, ``--resume auto``'s search for the newest readable file.
 - :func:`save_ckpt`, :func:`load_ckpt`, :func:`load_into`, :func:`meta_value`: single checkpoint files
   (atomic, CRC-checked writes; one-line :class:`common.checkpoint.CheckpointError` for every bad file).
+- :func:`agree_resume` (``common.ms.resume``): ``--resume auto`` of a job of one or several ranks: the ranks'
+  checkpoint steps all-gathered (MindSpore ``AllGather``), ``common.resume.agree`` picks the newest step every
+  rank holds, each rank loads its own file of it; a checkpoint of another rank count (``WORLD_KEY`` in its
+  meta, written by a ``CheckpointSeries(world=...)``) is refused on every rank (``common.resume.check_world``).
 - :class:`RankLog` (``common.ms.context``): ``primary`` and a rank-0-only ``log`` for a run context with ``rank``.
 - :func:`cell_digest`, :func:`emit_initial_weights`: ``common.digest.weights_digest`` over a Cell's trainable
   parameters, and the ``initial_weights`` event.

@@ -10,6 +10,8 @@ import mindspore as ms
 from common.checkpoint import CheckpointError
 from common.ms import CheckpointSeries, RankLog, StepMonitor, cell_digest, load_ckpt, load_into, meta_value
 from common.ms.checkpoint import classes_meta
+from common.ms.resume import saved_world
+from common.resume import check_world
 from common.progress import Progress
 from common.summary import EpochSummary, plot_curves
 from common.throughput import ThroughputMeter, warmup_steps
@@ -77,10 +79,11 @@ class TrainState:
 def checkpoint_series(args, ctx, rank=0):
     """``<ckpt_path>/<model>-<epoch>.ckpt``, the newest ``--keep_checkpoint_max`` kept: rank 0's, which
     ``--resume`` reads on every rank. ``rank`` r > 0: that rank's own copy in ``<ckpt_path>/rank_<r>/``
-    (``--rank_checkpoints``), so the replicas' weights can be compared file by file."""
+    (``--rank_checkpoints``), so the replicas' weights can be compared file by file. Every file records the job's
+    rank count (``common.ms.resume``: another rank count is refused)."""
     folder = args.ckpt_path if rank == 0 else os.path.join(args.ckpt_path, f'rank_{rank}')
     return CheckpointSeries(folder, f'{args.train_model}-{{epoch}}.ckpt', keep=args.keep_checkpoint_max,
-                            events_dir=ctx.out_dir, rank=ctx.rank, log=ctx.log)
+                            events_dir=ctx.out_dir, rank=ctx.rank, log=ctx.log, world=ctx.group_size)
 
 
 def train_state_items(net, opt):
@@ -91,9 +94,12 @@ def train_state_items(net, opt):
     return items
 
 
-def restore(args, net, opt, path):
-    """Load a training checkpoint into ``net`` and ``opt``; returns its TrainState."""
-    params = load_ckpt(str(path))
+def restore(args, net, opt, path, world=1, params=None):
+    """Load a training checkpoint into ``net`` and ``opt``; returns its TrainState. ``params``: the file already
+    loaded (``--resume auto`` read it to agree on it). A checkpoint of a job with another rank count than
+    ``world`` is refused with one line."""
+    params = load_ckpt(str(path)) if params is None else params
+    check_world(path, saved_world(params), world)
     trained = meta_value(params, 'train_model')
     if trained not in (None, args.train_model):
         raise CheckpointError(f"{path}: checkpoint is for {trained}, not {args.train_model}")

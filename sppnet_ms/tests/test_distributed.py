@@ -7,6 +7,7 @@ ends the whole job with a non-zero exit, and a two-server table runs as one job 
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import pytest
 
 from common import events
 from common.banner import parse_banner
-from common.testing import free_port, make_noise, write_rank_table
+from common.testing import (free_port, job_processes, kill_job, kill_rank_after_checkpoint, make_noise, tag_job,
+                            wait_job_gone, write_rank_table)
 
 from conftest import RECIPE, assert_same_checkpoint, ckpt_entries, env, error_lines, run
 
@@ -134,73 +136,139 @@ def test_bad_rank_table_fails_before_any_process_starts(noise_imagenet, tmp_path
     assert not (tmp_path / 'zfnet_train_parallel').exists()
 
 
-def _descendants(pid):
-    children = {}
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/stat') as fh:
-                    ppid = int(fh.read().rsplit(')', 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+# --- a lost rank, then the same command with --resume auto (issue #22) -----------------------------------------
+# ZFNet at 56 px, 4 epochs of 3 steps at batch 4 per rank, a checkpoint after every epoch (all kept), no dropout
+# (its random state lives in the compiled graph and cannot be resumed: test_resume.py), seed 7. Rank 0 writes
+# ckpt/, rank 1 (--rank_checkpoints) ckpt/rank_1/: each rank resumes from its own copy, and the test compares both.
+# 4 epochs: after rank 0's kill past the second checkpoint, steps are left to kill it in on a fast machine too.
+EPOCHS, STEPS = 4, 3
+RESUME_FLAGS = ['--device=cpu', '--image_size=56', '--batch_size=4', '--run_eval=false', '--vet_images=false',
+                f'--epoch_size={EPOCHS}', f'--sink_size={STEPS}', '--keep_prob=1', f'--keep_checkpoint_max={EPOCHS}',
+                '--rank_checkpoints=true', '--seed=7']
+RESUME_TIMEOUT = 400  # a resume of ranks at different steps would hang in the all-reduce: fail well before
 
 
-def _rank_process(root, rank):
-    for pid in _descendants(root):
-        try:
-            with open(f'/proc/{pid}/cmdline', 'rb') as fh:
-                cmd = fh.read()
-            with open(f'/proc/{pid}/environ', 'rb') as fh:
-                environ = fh.read().split(b'\0')
-        except OSError:
-            continue
-        if b'train.py' in cmd and f'RANK_ID={rank}'.encode() in environ and b'msrun' not in cmd:
-            return pid
-    return None
+def _resume_cmd(table, data, *extra):
+    return [str(c) for c in ('bash', SCRIPT, table, data, data, 'zfnet', *RESUME_FLAGS, *extra)]
 
 
-def _alive(pid):
+def _ckpt(work, rank, epoch):
+    return work / 'ckpt' / ('' if rank == 0 else f'rank_{rank}') / f'zfnet-{epoch}.ckpt'
+
+
+def _job(cmd, cwd, timeout):
+    """Run the launcher to its end; kill whatever of the job a time-out left running."""
+    job_env = tag_job({**env(), 'MASTER_PORT': str(free_port())})
     try:
-        with open(f'/proc/{pid}/stat') as fh:
-            return fh.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
-def test_killing_one_rank_ends_the_job_non_zero(noise_imagenet, tmp_path):
-    table = write_rank_table(tmp_path / 'rank_table.json', 2)
-    proc = subprocess.Popen(['bash', str(SCRIPT), str(table), str(noise_imagenet), str(noise_imagenet), 'zfnet',
-                             *FLAGS, '--sink_size=200', f'--master_port={free_port()}'],
-                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    work = tmp_path / 'zfnet_train_parallel'
-    try:
-        # rank 1's resume event is the last thing it records before its training loop (its data is listed, its
-        # network built and initialised)
-        deadline = time.monotonic() + START_WAIT
-        while not any(e['rank'] == 1 for e in events.read(work, 'resume')):
-            assert proc.poll() is None and time.monotonic() < deadline, 'rank 1 never started training'
-            time.sleep(0.5)
-        victim, survivor = _rank_process(proc.pid, 1), _rank_process(proc.pid, 0)
-        assert victim and survivor, 'rank processes not found'
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        out, _ = proc.communicate(timeout=NOTICE_LIMIT)
-        assert proc.returncode != 0
-        assert time.monotonic() - killed_at < NOTICE_LIMIT
-        assert 'distributed job failed' in out
-        assert not _alive(survivor), 'rank 0 was left running'
+        return subprocess.run(cmd, cwd=cwd, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=timeout)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        for pid in job_processes(job_env):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope='module')
+def straight_2p(noise_imagenet, tmp_path_factory):
+    """The uninterrupted 2-rank run every kill case is compared with; its work folder."""
+    tmp = tmp_path_factory.mktemp('straight_2p')
+    proc = _job(_resume_cmd(write_rank_table(tmp / 't.json', 2), noise_imagenet), tmp, JOB_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return tmp / 'zfnet_train_parallel'
+
+
+# Measured on this 2-core machine at load average 16-20 (about ten training jobs of five suites on the 2 cores):
+# the uninterrupted run 428 s, the cases 415 s (rank 1) and 584 s (rank 0) — far over the 3-minute budget
+# there; not measured on a quiet machine. The fixed part is two msrun start-ups with graph compilation and
+# msrun's ~40 s to notice the lost rank; the 12 steps are the small part.
+@pytest.mark.parametrize('victim', [1, 0])
+def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(victim, noise_imagenet, straight_2p,
+                                                                                 tmp_path):
+    """SIGKILL of one rank (rank 1; rank 0, msrun's first worker) once it trains past a checkpoint: the job exits
+    non-zero and leaves no process; the same command with --resume=auto restarts both ranks from the SAME global
+    step (all-gathered agreement, common.ms.resume), and every entry of both ranks' final checkpoints (weights,
+    momenta, global_step, rank count) is bit-identical to the uninterrupted 2-rank run's, as the single-process
+    resume is (test_resume.py).
+
+    Rank 0's case: killed after the second checkpoint, then its newest checkpoint removed, as a kill in the
+    middle of that save leaves it (atomic save: the previous file stays, the new one never appears): the ranks
+    then hold different newest steps, and only their agreement makes them restart from the same one.
+    """
+    table = write_rank_table(tmp_path / 't.json', 2)
+    cmd = _resume_cmd(table, noise_imagenet)
+    work = tmp_path / 'zfnet_train_parallel'
+    job_env = tag_job({**env(), 'MASTER_PORT': str(free_port())})
+    with open(tmp_path / 'killed.log', 'w') as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=job_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            killed = kill_rank_after_checkpoint(proc, work, victim, checkpoints=2 if victim == 0 else 1,
+                                                timeout=START_WAIT)
+            t0 = time.monotonic()
+            proc.wait(timeout=NOTICE_LIMIT)
+            assert time.monotonic() - t0 < NOTICE_LIMIT
+            assert proc.returncode != 0
+            wait_job_gone(job_env)
+        finally:
+            kill_job(proc, job_env)
+    assert 'distributed job failed' in (tmp_path / 'killed.log').read_text()
+    saved = {r: sorted(e['global_step'] for e in events.read(work, 'checkpoint') if e['rank'] == r) for r in (0, 1)}
+    assert killed['global_step'] > saved[victim][-1] >= STEPS  # killed past its newest checkpoint
+    expected = saved[victim][-1]
+    if victim == 0:
+        newest = _ckpt(work, 0, expected // STEPS)
+        assert newest.is_file() and saved[1][-1] == expected  # both ranks hold it, until ...
+        newest.unlink()  # ... the kill came in the middle of this save: the atomic save never put it in place
+        expected -= STEPS
+    n_before = len(events.read(work))
+
+    proc = _job([*cmd, '--resume=auto'], tmp_path, RESUME_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    after = events.read(work)[n_before:]
+    resumed = sorted((e for e in after if e['event'] == 'resume'), key=lambda e: e['rank'])
+    assert [e['rank'] for e in resumed] == [0, 1]
+    assert [e['global_step'] for e in resumed] == [expected, expected]  # the same step on every rank
+    for r, e in enumerate(resumed):  # each rank from its own copy of that step
+        assert e['checkpoint'] == str(_ckpt(work, r, expected // STEPS))
+    for r in (0, 1):  # it trained on from there: the steps after the agreed one, each once
+        assert [e['global_step'] for e in after if e['event'] == 'step' and e['rank'] == r] == \
+            list(range(expected + 1, EPOCHS * STEPS + 1))
+        a, _ = assert_same_checkpoint(_ckpt(straight_2p, r, EPOCHS), _ckpt(work, r, EPOCHS))
+        assert int(a['zoo_world_size']) == 2
+
+
+def test_a_two_rank_checkpoint_is_refused_by_one_process(straight_2p, noise_imagenet, tmp_path):
+    ckpt = tmp_path / 'ckpt'
+    shutil.copytree(straight_2p / 'ckpt', ckpt, ignore=shutil.ignore_patterns('rank_*'))
+    newest = ckpt / f'zfnet-{EPOCHS}.ckpt'
+    proc = run([sys.executable, RECIPE / 'train.py', f'--train_path={noise_imagenet}',
+                f'--eval_path={noise_imagenet}', f'--ckpt_path={ckpt}', '--train_model=zfnet', *RESUME_FLAGS[1:],
+                '--device_target=CPU', f'--epoch_size={EPOCHS + 1}', '--resume=auto'], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    (error,) = error_lines(proc.stdout)
+    assert error.startswith(f'ERROR: {newest}: written by a 2-rank job, this job has 1'), error
+    assert not events.read(ckpt, 'step') and not events.read(ckpt, 'resume')  # nothing trained
+    assert sorted(p.name for p in ckpt.glob('*.ckpt')) == sorted(
+        p.name for p in (straight_2p / 'ckpt').glob('*.ckpt'))
+
+
+def test_a_one_process_checkpoint_is_refused_by_two_ranks(noise_imagenet, tmp_path):
+    work = tmp_path / 'zfnet_train_parallel'
+    one = work / 'ckpt' / 'zfnet-1.ckpt'
+    # a one-process run into the folder the 2-rank script uses
+    first = run([sys.executable, RECIPE / 'train.py', f'--train_path={noise_imagenet}',
+                 f'--eval_path={noise_imagenet}', f'--ckpt_path={work / "ckpt"}', f'--output_path={work}',
+                 '--train_model=zfnet', *RESUME_FLAGS[1:], '--device_target=CPU', '--epoch_size=1', '--sink_size=1'],
+                cwd=tmp_path, timeout=600)
+    assert first.returncode == 0 and one.is_file(), first.stdout[-3000:]
+    n_before = len(events.read(work))
+    proc = _job(_resume_cmd(write_rank_table(tmp_path / 't.json', 2), noise_imagenet, '--resume=auto'), tmp_path,
+                JOB_TIMEOUT)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    (error,) = error_lines(proc.stdout)  # rank 0's line; the launcher adds none for a rank's own exit-2 refusal
+    assert error.startswith(f'ERROR: {one}: written by a 1-rank job, this job has 2'), error
+    after = events.read(work)[n_before:]
+    assert not [e for e in after if e['event'] in ('step', 'resume', 'checkpoint')]  # nothing trained
+    assert sorted(p.name for p in work.glob('ckpt/**/*.ckpt')) == [one.name]
 
 
 def test_two_servers_on_loopback_train_as_one_job(noise_imagenet, tmp_path):
