@@ -149,3 +149,16 @@ def kill_job(proc, env: dict) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+ALL_KILL_CASES = "MZ_ALL_KILL_CASES"
+
+
+def kill_cases(cases: Sequence, default: int) -> list:
+    """The multi-rank kill cases a suite runs: ``cases[default]`` in ``make test``, all with MZ_ALL_KILL_CASES=1.
+
+    Each case is two multi-rank start-ups plus the launcher noticing the lost rank (2-4 min on 2 cores), so
+    ``make test`` runs one per recipe, rank 0 killed in some recipes and rank 1 in the others (RELIABILITY.md
+    lists which); ``MZ_ALL_KILL_CASES=1 make test`` runs every case of every recipe.
+    """
+    return list(cases) if os.environ.get(ALL_KILL_CASES) == "1" else [cases[default]]

@@ -21,7 +21,7 @@ import train
 import utils
 from common import events
 from common.banner import parse_banner
-from common.testing import (free_port, kill_job, kill_rank_after_checkpoint, rank_table, tag_job, wait_job_gone,
+from common.testing import (free_port, kill_cases, kill_job, kill_rank_after_checkpoint, rank_table, tag_job, wait_job_gone,
                             write_rank_table)
 from conftest import RECIPE, env
 
@@ -199,7 +199,7 @@ def _losses(out, since=0):
     return {(e["rank"], e["global_step"]): e["loss"] for e in events.read(out)[since:] if e["event"] == "step"}
 
 
-@pytest.mark.parametrize("victim", [1, 0])
+@pytest.mark.parametrize("victim", kill_cases([1, 0], default=1))
 def test_a_killed_rank_resumes_with_every_rank_at_the_uninterrupted_weights(noise, tmp_path, uninterrupted, victim):
     """SIGKILL of one rank (rank 1: rank 0 fails in the all-reduce; rank 0, the one that writes checkpoints)
     after the step-3 checkpoint, then the same command with --resume=auto: both ranks resume step 3 (rank 0

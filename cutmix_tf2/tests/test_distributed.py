@@ -18,7 +18,7 @@ import pytest
 
 from common import events
 from common.banner import parse_banner
-from common.testing import free_port, write_rank_table
+from common.testing import free_port, kill_cases, write_rank_table
 from conftest import RECIPE, RUN_TIMEOUT, adam_slots, assert_same_tensors, ckpt_tensors, env
 
 # Adam's moments after step 1, 2 workers against 1 process (test_first_adam_moments_...): largest relative
@@ -252,7 +252,7 @@ def uninterrupted(noise, tmp_path_factory):
     return tmp_path / "out"
 
 
-@pytest.mark.parametrize("victim, checkpoints", [(1, 1), (0, 2)])
+@pytest.mark.parametrize("victim, checkpoints", kill_cases([(1, 1), (0, 2)], default=0))
 def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(uninterrupted, noise, tmp_path,
                                                                                  victim, checkpoints):
     """SIGKILL of rank ``victim`` once ``checkpoints`` checkpoints exist and it trained past them: the launcher

@@ -17,7 +17,7 @@ import torch
 
 from common import events
 from common.banner import HEADER, parse_banner
-from common.testing import (free_port, kill_job, kill_rank_after_checkpoint, tag_job, wait_job_gone,
+from common.testing import (free_port, kill_cases, kill_job, kill_rank_after_checkpoint, tag_job, wait_job_gone,
                             write_rank_table)
 from conftest import RECIPE, env
 
@@ -306,7 +306,7 @@ def _start_and_kill(digits, out, table, victim, checkpoints, *extra):
     return killed
 
 
-@pytest.mark.parametrize("victim", [1, 0])
+@pytest.mark.parametrize("victim", kill_cases([1, 0], default=1))
 def test_a_killed_rank_then_resume_auto_ends_with_the_uninterrupted_weights_on_both_ranks(
         victim, uninterrupted_2p, digits, tmp_path):
     """SIGKILL of one rank after a checkpoint ends the 2-rank job non-zero with no process left; the same command

@@ -18,7 +18,7 @@ import pytest
 
 from common import events
 from common.banner import parse_banner
-from common.testing import (free_port, job_processes, kill_job, kill_rank_after_checkpoint, make_noise, tag_job,
+from common.testing import (free_port, kill_cases, job_processes, kill_job, kill_rank_after_checkpoint, make_noise, tag_job,
                             wait_job_gone, write_rank_table)
 
 from conftest import RECIPE, assert_same_checkpoint, ckpt_entries, env, error_lines, run
@@ -180,7 +180,7 @@ def straight_2p(noise_imagenet, tmp_path_factory):
 # the uninterrupted run 428 s, the cases 415 s (rank 1) and 584 s (rank 0) — far over the 3-minute budget
 # there; not measured on a quiet machine. The fixed part is two msrun start-ups with graph compilation and
 # msrun's ~40 s to notice the lost rank; the 12 steps are the small part.
-@pytest.mark.parametrize('victim', [1, 0])
+@pytest.mark.parametrize('victim', kill_cases([1, 0], default=0))
 def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(victim, noise_imagenet, straight_2p,
                                                                                  tmp_path):
     """SIGKILL of one rank (rank 1; rank 0, msrun's first worker) once it trains past a checkpoint: the job exits

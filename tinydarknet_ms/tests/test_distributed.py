@@ -19,7 +19,7 @@ import mindspore as ms
 from common import events
 from common.banner import parse_banner
 from common.ms import cell_digest
-from common.testing import (free_port, job_processes, kill_job, kill_rank_after_checkpoint, tag_job, wait_job_gone,
+from common.testing import (free_port, kill_cases, job_processes, kill_job, kill_rank_after_checkpoint, tag_job, wait_job_gone,
                             write_rank_table)
 from conftest import RECIPE, SMALL, env, run
 from src.tinydarknet import TinyDarkNet
@@ -241,7 +241,7 @@ def _all_entries(path):
 # 3-step epochs at load average 18-20 (about ten training jobs on the 2 cores) 143 s and 483 s / 491 s. Over the
 # 3-minute budget there: the fixed part is two msrun start-ups with graph compilation (~35-45 s each, loaded)
 # and msrun's ~40 s to notice the lost rank; the steps themselves are ~1 s each, loaded.
-@pytest.mark.parametrize("victim", [1, 0])
+@pytest.mark.parametrize("victim", kill_cases([1, 0], default=1))
 def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(victim, train_only, straight_2p,
                                                                                  tmp_path):
     """SIGKILL of one rank (rank 1; rank 0, msrun's first worker) once it trains past a checkpoint: the job
