@@ -85,3 +85,11 @@ def test_wait_job_gone_fails_while_a_process_of_the_job_lives(tmp_path):
             wait_job_gone(env, grace=0.5)
     finally:
         kill_job(orphan, env)
+
+
+def test_make_test_runs_one_kill_case_per_recipe_and_the_variable_runs_all(monkeypatch):
+    from common.testing import ALL_KILL_CASES, kill_cases
+    monkeypatch.delenv(ALL_KILL_CASES, raising=False)
+    assert kill_cases([1, 0], default=1) == [0] and kill_cases([(1, 1), (0, 2)], default=0) == [(1, 1)]
+    monkeypatch.setenv(ALL_KILL_CASES, "1")
+    assert kill_cases([1, 0], default=1) == [1, 0]
