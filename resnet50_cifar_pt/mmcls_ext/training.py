@@ -106,7 +106,20 @@ def init_processes(args):
         return device, False, args.gpu_id, 0, 1
     local_index = int(os.environ.get("LOCAL_RANK", args.local_rank))
     set_local_device(device, local_index)
-    dist.init_process_group(backend=dist_backend(device))
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restart > 0:
+        # torchrun's static rendezvous keeps its store across restarts, and the process group's keys (the gloo
+        # peers' addresses) carry no restart count: restarted workers could read the dead workers' addresses
+        # (seen: "connectFullMesh ... Connection refused"). A prefix per restart gives each round fresh keys.
+        from datetime import timedelta
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                              is_master=not agent and rank == 0, timeout=timedelta(minutes=30))
+        dist.init_process_group(backend=dist_backend(device), store=dist.PrefixStore(f"mz_restart{restart}", store),
+                                rank=rank, world_size=world)
+    else:
+        dist.init_process_group(backend=dist_backend(device))
     return device, True, local_index, dist.get_rank(), dist.get_world_size()
 
 
