@@ -18,6 +18,13 @@ class RecipeError(Exception):
     """An expected failure with a message a user can act on (names the file and the problem)."""
 
 
+def _say(line: str) -> None:
+    """One write of the line and its newline: under ``python -u`` print() makes two, and the ranks of a job
+    that all fail at once share one pipe, where two-write lines interleave ("...folderERROR: ...")."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def error_line(exc: BaseException) -> str:
     return "ERROR: " + (" ".join(str(exc).split()) or type(exc).__name__)
 
@@ -33,13 +40,13 @@ def guard(main: Callable[..., Optional[int]], *args, errors: Iterable[type] = ()
     try:
         return int(main(*args) or 0)
     except expected as exc:
-        print(error_line(exc), file=sys.stderr, flush=True)
+        _say(error_line(exc))
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - handed to translate, re-raised when it is not known
         message = translate(exc) if translate else None
         if message is None:
             raise
-        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        _say(f"ERROR: {message}")
         return EXIT_ERROR
 
 
