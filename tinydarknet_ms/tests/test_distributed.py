@@ -183,6 +183,8 @@ def test_two_servers_on_loopback_train_as_one_job_and_match_one_device(twin_batc
     single_w = _trained(tmp_path / "one" / "checkpoints" / "0" / ckpt, moving=True)
     two_w = _trained(servers[0] / "checkpoints" / "0" / ckpt, moving=True)
     assert single_w.keys() == two_w.keys() and initial.keys() < single_w.keys()
+    # the rank count each job recorded (a resume with another count is refused): the one entry meant to differ
+    assert int(two_w.pop("zoo_world_size")) == 2 and int(single_w.pop("zoo_world_size")) == 1
     for k, ref in single_w.items():
         got = two_w[k]
         if k in initial:  # trainable: compare the updates from the initial weights
