@@ -2,6 +2,8 @@
 """Repeated SIGKILL + ``--resume auto`` trials: does a killed run end with the weights of an uninterrupted one?
 
     python ci/kill_trials.py [recipe ...] [--trials 10] [--seed 0] [--out docs/kill_trials.json]
+    python ci/kill_trials.py --ranks 2 [recipe ...] [--trials 10]      # -> docs/kill_trials_2p.json
+
 
 Per recipe: one uninterrupted reference run, then N trials. A trial starts the same run and SIGKILLs its
 process group at a random point after the first checkpoint exists: either a random global step plus a random
@@ -13,7 +15,17 @@ cut, and temp files left behind. Writes ``--out`` (JSON) and the same name with 
 
 Progress, the resume point and the checkpoints come from the run's events (``<out>/events.jsonl``, written
 through ``common.events``: ``step``, ``resume``, ``checkpoint``), never from log wording; the logs are kept
-only to show a failure. The runs are the recipes' own reliability-test settings (tiny batches, a few steps per epoch, one checkpoint
+only to show a failure.
+
+``--ranks 2``: the same question for a 2-rank job started through the recipe's multi-device script (the
+settings of its ``tests/test_distributed.py`` kill case). A trial SIGKILLs one rank (rank 0 or 1, drawn) at a
+drawn step after the first checkpoint, plus a drawn part of a step; the job must end non-zero and leave no
+process (its processes carry a tag in their environment, ``common.testing.tag_job``). The same command with the
+resume flag then runs to the end; every rank must resume the same global step, the newest one that every
+saving rank holds, and end with each rank's final checkpoint equal to the same rank's of an uninterrupted
+2-rank job.
+
+The runs are the recipes' own reliability-test settings (tiny batches, a few steps per epoch, one checkpoint
 per epoch); each needs its framework environment in ``.envs/``. Not part of ``make test``: a measured result.
 """
 from __future__ import annotations
@@ -38,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from common import events  # noqa: E402
 from common.checkpoint import atomic_write_text  # noqa: E402
+from common.testing import free_port, job_processes, tag_job, write_rank_table  # noqa: E402
 
 TEMP = re.compile(r"^\..*(\.tmp|\.old-\d+)")  # the shared atomic writer's temp names (and MindSpore's staging)
 
@@ -298,6 +311,9 @@ def load_tensors(kind, path):
     if kind == "mindspore":
         import mindspore as ms
         return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items() if hasattr(v, "asnumpy")}
+    if kind == "npz":
+        with np.load(str(path)) as f:
+            return {k: f[k] for k in f.files}
     if kind == "json":
         return {k: np.asarray(v) for k, v in json.loads(Path(path).read_text()).items()}
     raise ValueError(f"unknown checkpoint kind {kind}")
@@ -325,10 +341,10 @@ def compare_tensors(a: dict, b: dict, rtol: float, atol: float) -> dict:
             "worst": worst}
 
 
-def compare_files(recipe: Recipe, ref, other) -> dict:
+def compare_files(recipe, ref, other, loader=None) -> dict:
     """Ask the recipe's environment to compare two checkpoints; returns compare_tensors' dict."""
-    cmd = [recipe.interpreter(), str(Path(__file__).resolve()), "--compare", recipe.loader, str(ref), str(other),
-           str(recipe.rtol), str(recipe.atol)]
+    cmd = [recipe.interpreter(), str(Path(__file__).resolve()), "--compare", loader or recipe.loader, str(ref),
+           str(other), str(recipe.rtol), str(recipe.atol)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -374,10 +390,11 @@ def run_trial(recipe: Recipe, rng, data, work, ref_final, step_sec, p_save, p_se
     return trial
 
 
-def prepare_data(recipe: Recipe, work: Path) -> Path:
-    if not recipe.data:
+def prepare_data(recipe: Recipe, work: Path, spec: tuple = None) -> Path:
+    spec = recipe.data if spec is None else spec
+    if not spec:
         return work
-    kind = recipe.data[0]
+    kind = spec[0]
     if kind in ("digits", "digits_train_only"):
         digits = ROOT / "data" / "digits"
         if not (digits / "imagenet" / "train").is_dir() or not (digits / "cifar-100-python").is_dir():
@@ -389,7 +406,7 @@ def prepare_data(recipe: Recipe, work: Path) -> Path:
         if not (root / "train").exists():
             (root / "train").symlink_to(digits / "imagenet" / "train")
         return root
-    _, fmt, n_train, n_test = recipe.data
+    _, fmt, n_train, n_test = spec
     out = work / f"noise_{fmt}_{n_train}"
     subprocess.run([str(ROOT / ".envs" / "ci" / "bin" / "python"), str(ROOT / "ci" / "make_data.py"), "--noise",
                     "--out", str(out), "--formats", fmt, "--n_train", str(n_train), "--n_test", str(n_test)],
@@ -442,6 +459,284 @@ def describe(trial) -> str:
     return f"killed {kills}; resumed at {res or '-'}; {verdict}; temps left {len(trial['temps_left'])}"
 
 
+# -- multi-rank trials (--ranks 2) ------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """A recipe's 2-rank job through its multi-device script. ``{data}``, ``{out}``, ``{table}``, ``{port}`` and
+    ``{run}`` (the run's folder) are filled per run in ``argv`` and ``env_vars``; ``finals``: per rank, the
+    files compared with the uninterrupted job's, as (loader, path relative to ``events_dir``)."""
+    recipe: str                 # RECIPES key: its env, folder and interpreter
+    data: tuple                 # as Recipe.data
+    script: str                 # relative to the recipe folder
+    argv: list
+    resume: list
+    events_dir: str             # where the job's events.jsonl is, relative to the run folder
+    finals: dict
+    steps_per_epoch: int
+    epochs: int
+    env_vars: dict = field(default_factory=dict)
+    cwd: str = "recipe"         # recipe | run (the script writes into its working directory)
+    saving_ranks: tuple = (0, 1)  # the ranks that write checkpoints
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def launch(self, data, run: Path, resume=False):
+        """(command, cwd, environment) of one run of the job in the folder ``run``."""
+        run.mkdir(parents=True, exist_ok=True)
+        table = run / "rank_table.json"
+        if not table.exists():
+            write_rank_table(table, 2)
+        values = {"{data}": str(data), "{out}": str(run / "out"), "{table}": str(table), "{run}": str(run),
+                  "{port}": str(free_port(consecutive=2))}  # rank r of some recipes listens on port + r
+
+        def fill(a):
+            for k, v in values.items():
+                a = a.replace(k, v)
+            return a
+        recipe = RECIPES[self.recipe]
+        e = dict(env(), MZ_PYTHON=recipe.interpreter(), **{k: fill(v) for k, v in self.env_vars.items()})
+        cmd = ["bash", str(ROOT / recipe.folder / self.script), *map(fill, self.argv),
+               *(self.resume if resume else [])]
+        return cmd, (ROOT / recipe.folder if self.cwd == "recipe" else run), tag_job(e)
+
+
+JOBS = {
+    # each recipe's tests/test_distributed.py kill case (noise or digits data, tiny batches), run a little longer
+    "cspnet_tf1": Job(
+        recipe="cspnet_tf1", data=("noise", "cifar10", 48, 32), script="test/train_performance_8p.sh",
+        argv=["--data_path={data}", "--rank_table={table}", "--output_path={out}", "--device=cpu", "--port={port}",
+              "--batch_size=8", "--train_epochs=3", "--seed=5", "--DISPLAY_STEP=1", "--save_rank_weights"],
+        resume=["--resume=auto"], events_dir="out", steps_per_epoch=3, epochs=3, saving_ranks=(0,),
+        finals={r: [("tf", f"rank_{r}/final/cspdarknet53.ckpt")] for r in (0, 1)}),
+    "cutmix_tf2": Job(
+        recipe="cutmix_tf2", data=("noise", "cifar10", 64, 16), script="test/train_full_8p.sh",
+        argv=["--data_path={data}", "--rank_table={table}", "--output_path={out}", "--device=cpu", "--port={port}",
+              "--train_epochs=3", "--seed=7", "--batch_size=2", "--log_steps=1", "--keep_rank_checkpoints"],
+        resume=["--resume=auto"], events_dir="out", steps_per_epoch=16, epochs=3,
+        finals={r: [("tf", f"{base}checkpoints/epoch_0003/ckpt"), ("npz", f"{base}checkpoints/epoch_0003/local.npz")]
+                for r, base in ((0, ""), (1, "rank_1/"))}),
+    "resnet50_cifar_pt": Job(
+        recipe="resnet50_cifar_pt", data=("digits",), script="test/train_performance_8p.sh",
+        argv=["--data_path={data}", "--output_path={out}", "--rank_table={table}", "--device=cpu", "--batch_size=2",
+              "--train_epochs=4", "--train_steps=1", "--no-validate", "--cfg-options=data.workers_per_gpu=0",
+              "--cfg-options=optimizer.lr=0.01"],
+        resume=["--resume=auto"], events_dir="out", steps_per_epoch=1, epochs=4, env_vars={"PORT": "{port}"},
+        finals={0: [("torch", "epoch_4.pth")], 1: [("torch", "rank1_epoch_4.pth")]}),
+    "sppnet_ms": Job(
+        recipe="sppnet_ms", data=("noise", "imagenet", 40, 12), script="scripts/run_distribution_ascend.sh",
+        argv=["{table}", "{data}", "{data}", "zfnet", "--device=cpu", "--image_size=56", "--batch_size=4",
+              "--run_eval=false", "--vet_images=false", "--epoch_size=4", "--sink_size=3", "--keep_prob=1",
+              "--keep_checkpoint_max=4", "--rank_checkpoints=true", "--seed=7"],
+        resume=["--resume=auto"], events_dir="zfnet_train_parallel", steps_per_epoch=3, epochs=4, cwd="run",
+        env_vars={"MASTER_PORT": "{port}"},
+        finals={0: [("mindspore", "ckpt/zfnet-4.ckpt")], 1: [("mindspore", "ckpt/rank_1/zfnet-4.ckpt")]}),
+    "tinydarknet_ms": Job(
+        recipe="tinydarknet_ms", data=("digits_train_only",), script="scripts/run_distribute_train.sh",
+        argv=["{table}", "imagenet", "{data}", "--output_path={out}", "--batch_size=8", "--train_steps=3",
+              "--epoch_size=4", "--save_checkpoint_epochs=1", "--keep_checkpoint_max=4", "--log_every=1",
+              "--device_target=CPU", "--num_classes=10", "--image_size=32", "--num_parallel_workers=1"],
+        resume=["--resume=auto"], events_dir="out", steps_per_epoch=3, epochs=4, cwd="run",
+        env_vars={"MASTER_PORT": "{port}", "CLUSTER_TIME_OUT": "180"},
+        finals={r: [("mindspore", f"checkpoints/{r}/train_tinydarknet_imagenet-4_3.ckpt")] for r in (0, 1)}),
+}
+JOB_TIMEOUT = 1200   # one whole 2-rank run (measured: 2-4 min on 2 quiet cores; the resumed run is shorter)
+NOTICE_LIMIT = 300   # from the kill to the launcher's exit (measured: 1-41 s; msrun's heartbeat is the slow one)
+GONE_GRACE = 30      # after the launcher's exit, until no process of the job is left
+
+
+def plan_rank_kill(rng: random.Random, job: Job) -> dict:
+    """Which rank, and when: a drawn part of a step after a drawn step past the first checkpoint."""
+    return {"rank": rng.choice([0, 1]), "step": rng.randrange(job.steps_per_epoch + 1, job.total_steps),
+            "frac": round(rng.random(), 3)}
+
+
+def saved_steps(job: Job, found: list) -> dict:
+    """{rank: sorted global steps of its checkpoint events} for the ranks that save."""
+    return {r: sorted({e["global_step"] for e in found if e["event"] == "checkpoint" and e["rank"] == r})
+            for r in job.saving_ranks}
+
+
+def job_run(job: Job, data, run: Path, log_path, resume=False, plan=None, step_sec=0.0) -> dict:
+    """One run of the 2-rank job; with a ``plan``, SIGKILL its rank ``plan["rank"]`` there (that process only)."""
+    evdir = run / job.events_dir
+    n_before = len(events.read(evdir))
+    cmd, cwd, job_env = job.launch(data, run, resume)
+    t0, killed = time.time(), None
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=job_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        while proc.poll() is None and killed is None:
+            if time.time() - t0 > JOB_TIMEOUT:
+                raise TimeoutError(f"{job.recipe}: 2-rank run still going after {JOB_TIMEOUT} s (log {log_path})")
+            found = events.read(evdir)[n_before:]
+            mine = [e for e in found if e["event"] == "step" and plan and e["rank"] == plan["rank"]]
+            if plan and any(saved_steps(job, found).values()) and mine and mine[-1]["global_step"] >= plan["step"]:
+                time.sleep(plan["frac"] * step_sec)
+                killed = events.read(evdir)[n_before:]
+                victim = [e for e in killed if e["event"] == "step" and e["rank"] == plan["rank"]][-1]
+                try:
+                    os.kill(victim["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                killed = victim
+                break
+            time.sleep(0.1)
+        t_kill = time.time()
+        try:
+            proc.wait(timeout=NOTICE_LIMIT if killed else JOB_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+        noticed = None if proc.poll() is None else round(time.time() - t_kill, 1)
+        deadline = time.time() + GONE_GRACE
+        while job_processes(job_env) and time.time() < deadline:
+            time.sleep(0.2)
+        left = job_processes(job_env)
+    finally:
+        for pid in job_processes(job_env):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    found = events.read(evdir)[n_before:]
+    return {"rc": proc.returncode, "killed": killed, "exit_seconds_after_kill": noticed if killed else None,
+            "processes_left": len(left), "seconds": round(time.time() - t0, 1),
+            "last_step": {r: max((e["global_step"] for e in found if e["event"] == "step" and e["rank"] == r),
+                                 default=0) for r in (0, 1)},
+            "step_times": [e["time"] for e in found if e["event"] == "step" and e["rank"] == 0],
+            "resumed": {e["rank"]: e["global_step"] for e in found if e["event"] == "resume"},
+            "saved": saved_steps(job, found), "log": Path(log_path).read_text(errors="replace")}
+
+
+def run_rank_trial(job: Job, rng, data, work: Path, ref: Path, step_sec) -> dict:
+    plan = plan_rank_kill(rng, job)
+    run = work / "run"
+    first = job_run(job, data, run, work / "killed.log", plan=plan, step_sec=step_sec)
+    trial = {"plan": plan, "killed_step": first["killed"] and first["killed"]["global_step"],
+             "job_failed": first["rc"] not in (0, None), "exit_seconds_after_kill": first["exit_seconds_after_kill"],
+             "processes_left": first["processes_left"], "saved_before_kill": first["saved"],
+             "temps_after_kill": temps(run)}
+    if first["killed"] is None:  # the job ended before the kill point (or failed by itself)
+        trial.update(finished=False, rc=first["rc"], tail=first["log"][-2000:])
+        return trial
+    held = [set(v) for v in first["saved"].values()]
+    trial["newest_common"] = max(set.intersection(*held), default=0)
+    second = job_run(job, data, run, work / "resumed.log", resume=True)
+    resumed = second["resumed"]
+    trial.update(rc=second["rc"], finished=second["rc"] == 0, resumed=resumed,
+                 agreed=sorted(resumed) == [0, 1] and len(set(resumed.values())) == 1,
+                 from_newest_common=set(resumed.values()) == {trial["newest_common"]},
+                 temps_left=temps(run), seconds=round(first["seconds"] + second["seconds"], 1))
+    if not trial["finished"]:
+        trial["tail"] = second["log"][-2000:]
+        return trial
+    trial["compare"] = {f"rank {r} {Path(path).name}": compare_files(RECIPES[job.recipe], ref / path,
+                                                                   run / job.events_dir / path, loader)
+                        for r, files in job.finals.items() for loader, path in files}
+    return trial
+
+
+def run_job_trials(name, job: Job, trials, seed, work: Path, keep=False, log=print) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(RECIPES[job.recipe], work, job.data)
+    t0 = time.time()
+    ref = job_run(job, data, work / "reference", work / "reference.log")
+    if ref["rc"] != 0:
+        raise SystemExit(f"ERROR: {name}: the uninterrupted 2-rank run failed (exit {ref['rc']}):\n"
+                         f"{ref['log'][-2000:]}")
+    times = ref["step_times"]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    step_sec = gaps[len(gaps) // 2] if gaps else 0.0
+    log(f"{name}: uninterrupted 2-rank run {ref['seconds']:.0f} s, {step_sec:.2f} s/step")
+    results = []
+    for i in range(trials):
+        tdir = work / f"trial_{i:02d}"
+        shutil.rmtree(tdir, ignore_errors=True)
+        tdir.mkdir()
+        trial = run_rank_trial(job, random.Random(f"{seed}-{name}-2p-{i}"), data, tdir,
+                               work / "reference" / job.events_dir, step_sec)
+        if "tail" in trial:  # no path of this machine in the report
+            trial["tail"] = trial["tail"].replace(str(work), "<work>").replace(str(ROOT), ".")
+        results.append(trial)
+        log(f"{name} 2p trial {i}: " + describe_rank_trial(trial))
+        if not keep and rank_trial_ok(trial):
+            shutil.rmtree(tdir, ignore_errors=True)
+    shown = ["bash", f"{job.script}", *job.argv]
+    return {"recipe": name, "ranks": 2,
+            "trials_command": f"python ci/kill_trials.py --ranks 2 {name} --trials {trials} --seed {seed}",
+            "command": " ".join(f"{k}={v}" for k, v in job.env_vars.items()) + (" " if job.env_vars else "")
+                       + f"cd {RECIPES[job.recipe].folder} && " + " ".join(shlex.quote(c) for c in shown),
+            "resume_flag": " ".join(job.resume), "steps_per_epoch": job.steps_per_epoch, "epochs": job.epochs,
+            "tolerance": {"rtol": RECIPES[job.recipe].rtol, "atol": RECIPES[job.recipe].atol},
+            "reference_seconds": ref["seconds"], "seconds_per_step": round(step_sec, 3), "trials": results,
+            "summary": summarise_rank_trials(results), "seconds": round(time.time() - t0)}
+
+
+def rank_trial_ok(trial) -> bool:
+    cmp_ = trial.get("compare") or {}
+    return bool(trial.get("finished") and trial.get("job_failed") and not trial.get("processes_left")
+                and trial.get("agreed") and trial.get("from_newest_common") and not trial.get("temps_left")
+                and cmp_ and all(c.get("within_tolerance") for c in cmp_.values()))
+
+
+def describe_rank_trial(trial) -> str:
+    p = trial["plan"]
+    if trial.get("killed_step") is None:
+        return f"rank {p['rank']} not killed (job ended, exit {trial.get('rc')})"
+    cmp_ = trial.get("compare") or {}
+    verdict = ("identical" if cmp_ and all(c.get("identical") for c in cmp_.values()) else
+               "max diff " + str(max((c.get("max_abs_diff") or 0.0 for c in cmp_.values()), default=None))
+               + ("" if cmp_ and all(c.get("within_tolerance") for c in cmp_.values()) else " MISMATCH")
+               ) if cmp_ else f"did not finish (exit {trial.get('rc')})"
+    return (f"rank {p['rank']} killed at step {trial['killed_step']}; job exit after "
+            f"{trial['exit_seconds_after_kill']} s, {trial['processes_left']} processes left; resumed "
+            f"{trial.get('resumed')} (newest common {trial.get('newest_common')}); {verdict}")
+
+
+def summarise_rank_trials(trials) -> dict:
+    killed = [t for t in trials if t.get("killed_step") is not None]
+    compared = [c for t in trials for c in (t.get("compare") or {}).values()]
+    notice = [t["exit_seconds_after_kill"] for t in killed if t["exit_seconds_after_kill"] is not None]
+    return {
+        "trials": len(trials),
+        "killed_rank_0": sum(t["plan"]["rank"] == 0 for t in killed),
+        "killed_rank_1": sum(t["plan"]["rank"] == 1 for t in killed),
+        "job_failed": sum(bool(t["job_failed"]) for t in killed),
+        "max_exit_seconds": max(notice, default=None),
+        "processes_left": sum(t["processes_left"] for t in killed),
+        "agreed": sum(bool(t.get("agreed")) for t in killed),
+        "from_newest_common": sum(bool(t.get("from_newest_common")) for t in killed),
+        "finished": sum(bool(t.get("finished")) for t in trials),
+        "bit_exact": sum(bool(t.get("compare")) and all(c.get("identical") for c in t["compare"].values())
+                         for t in trials),
+        "within_tolerance": sum(bool(t.get("compare")) and all(c.get("within_tolerance")
+                                                              for c in t["compare"].values()) for t in trials),
+        "failures": sum(not rank_trial_ok(t) for t in trials),
+        "max_abs_diff": max((c.get("max_abs_diff") or 0.0 for c in compared), default=0.0),
+        "runs_with_temps_left": sum(bool(t.get("temps_left")) for t in trials),
+    }
+
+
+def markdown_ranks(results) -> str:
+    head = ("| recipe | trials | killed rank 0 / rank 1 | job ended non-zero | slowest exit after the kill (s) | "
+            "processes left | every rank resumed the same step | ... the newest every saving rank held | "
+            "finished | bit-exact on both ranks | within tolerance | failures | largest weight diff | "
+            "runs left with temp files | seconds |")
+    rows = [head, "|" + "---|" * 15]
+    for r in results:
+        s = r["summary"]
+        rows.append(f"| {r['recipe']} | {s['trials']} | {s['killed_rank_0']} / {s['killed_rank_1']} "
+                    f"| {s['job_failed']} | {s['max_exit_seconds']} | {s['processes_left']} | {s['agreed']} "
+                    f"| {s['from_newest_common']} | {s['finished']} | {s['bit_exact']} | {s['within_tolerance']} "
+                    f"| {s['failures']} | {s['max_abs_diff']:.3g} | {s['runs_with_temps_left']} | {r['seconds']} |")
+    return "\n".join(rows) + "\n"
+
+
 # -- summary and table ------------------------------------------------------------------------------------------
 def summarise(trials) -> dict:
     kills = [k for t in trials for k in t["kills"]]
@@ -484,34 +779,42 @@ def markdown(results) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("recipes", nargs="*", help=f"default: all of {list(RECIPES)}")
+    ap.add_argument("--ranks", type=int, default=1, choices=[1, 2],
+                    help="2: kill one rank of a 2-rank job started through the recipe's multi-device script")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="seeds the kill points (the runs keep their own --seed)")
     ap.add_argument("--p_save", type=float, default=0.3, help="share of kills aimed at a checkpoint save")
     ap.add_argument("--p_second", type=float, default=0.4, help="share of trials whose resumed run is killed again")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "kill_trials.json"))
+    ap.add_argument("--out", default=None,
+                    help="default: docs/kill_trials.json (--ranks 1), docs/kill_trials_2p.json (--ranks 2)")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temp folder, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep every trial's output (default: only failed ones)")
     args = ap.parse_args(argv)
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown or args.trials < 1:
         ap.error(f"unknown recipe(s) {unknown}; known: {list(RECIPES)}" if unknown else "--trials must be >= 1")
-    for name in args.recipes or RECIPES:
+    names = args.recipes or list(RECIPES)
+    for name in names:
         py = Path(RECIPES[name].interpreter())
         if not py.is_file():
             raise SystemExit(f"ERROR: {py}: environment missing for {name}: run `make setup`")
+    multi = args.ranks == 2
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="kill_trials_"))
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "docs" / ("kill_trials_2p.json" if multi else "kill_trials.json"))
+    table = markdown_ranks if multi else markdown
     previous = json.loads(out.read_text()) if out.is_file() else {}
     results = {r["recipe"]: r for r in previous.get("results", [])}
     try:
-        for name in args.recipes or RECIPES:
-            results[name] = run_recipe(name, RECIPES[name], args.trials, args.seed, work / name, args.p_save,
-                                       args.p_second, keep=args.keep)
+        for name in names:
+            if multi:
+                results[name] = run_job_trials(name, JOBS[name], args.trials, args.seed, work / name, keep=args.keep)
+            else:
+                results[name] = run_recipe(name, RECIPES[name], args.trials, args.seed, work / name, args.p_save,
+                                           args.p_second, keep=args.keep)
             # written after every recipe: a later failure keeps what was measured
             ordered = [results[n] for n in RECIPES if n in results]
-            report = {"results": ordered}
-            atomic_write_text(out, json.dumps(report, indent=1))
-            atomic_write_text(out.with_suffix(".md"), markdown(ordered))
+            atomic_write_text(out, json.dumps({"results": ordered}, indent=1))
+            atomic_write_text(out.with_suffix(".md"), table(ordered))
     finally:
         if not args.work:
             bad = [str(p) for p in work.rglob("trial_*")]
@@ -519,8 +822,8 @@ def main(argv=None) -> int:
                 print(f"kept the output of trials that did not match: {bad}")
             else:
                 shutil.rmtree(work, ignore_errors=True)
-    print(markdown([results[n] for n in RECIPES if n in results]))
-    failed = sum(results[n]["summary"]["mismatches"] for n in args.recipes or RECIPES)
+    print(table([results[n] for n in RECIPES if n in results]))
+    failed = sum(results[n]["summary"]["failures" if multi else "mismatches"] for n in names)
     return 1 if failed else 0
 
 

@@ -94,3 +94,52 @@ def test_trials_catch_a_save_that_deletes_the_old_checkpoint_first(tmp_path):
     assert all(k["during_save"] for k in kills) and len(kills) == 2
     # the runs restart from scratch: everything before the interrupted save is redone
     assert res["summary"]["lost_beyond_interval"] == sum(k["last_step"] - 4 for k in kills) > 0
+
+
+# --- --ranks 2: the stand-in 2-rank job (fake_job.py), one rank SIGKILLed, the job restarted with resume ---------
+def fake_job(monkeypatch, *extra):
+    monkeypatch.setitem(kt.RECIPES, "fake", fake())
+    monkeypatch.setattr(kt, "GONE_GRACE", 3)
+    return kt.Job(recipe="fake", data=(), script="fake_job.sh", argv=["--out={out}", "--epochs=3", "--steps=4", *extra],
+                  resume=["--resume=auto"], events_dir="out", steps_per_epoch=4, epochs=3,
+                  finals={r: [("json", f"rank_{r}/final.json")] for r in (0, 1)})
+
+
+def rank_trials(tmp_path, job, n, seed=3):
+    return kt.run_job_trials("fake", job, n, seed, tmp_path, log=lambda *_: None)
+
+
+def test_rank_kill_points_fall_after_the_first_checkpoint_and_before_the_end():
+    job = kt.JOBS["tinydarknet_ms"]  # 3 steps per epoch, 4 epochs
+    plans = [kt.plan_rank_kill(random.Random(seed), job) for seed in range(200)]
+    assert {p["rank"] for p in plans} == {0, 1}
+    assert all(3 < p["step"] < 12 and 0 <= p["frac"] < 1 for p in plans)
+
+
+def test_rank_trials_on_a_job_that_resumes_exactly(tmp_path, monkeypatch):
+    res = rank_trials(tmp_path, fake_job(monkeypatch), 4)
+    s = res["summary"]
+    assert s["trials"] == s["finished"] == s["job_failed"] == 4 and s["killed_rank_0"] + s["killed_rank_1"] == 4
+    assert s["killed_rank_0"] and s["killed_rank_1"]  # seed 3 draws both
+    assert s["agreed"] == s["from_newest_common"] == s["bit_exact"] == 4
+    assert s["failures"] == s["processes_left"] == s["runs_with_temps_left"] == 0
+    for t in res["trials"]:
+        assert t["newest_common"] >= 4 and set(t["resumed"].values()) == {t["newest_common"]}
+        assert len(t["compare"]) == 2  # both ranks' files compared
+    assert kt.markdown_ranks([res]).splitlines()[2].startswith(
+        f"| fake | 4 | {s['killed_rank_0']} / {s['killed_rank_1']} | 4 |")
+
+
+def test_rank_trials_catch_ranks_that_resume_different_steps(tmp_path, monkeypatch):
+    s = rank_trials(tmp_path, fake_job(monkeypatch, "--bug=no_agree"), 1)["summary"]
+    assert s["finished"] == 1 and s["agreed"] == 0 and s["failures"] == 1
+
+
+def test_rank_trials_catch_a_rank_that_resumes_to_other_weights(tmp_path, monkeypatch):
+    s = rank_trials(tmp_path, fake_job(monkeypatch, "--bug=diverge"), 1)["summary"]
+    assert s["agreed"] == 1 and s["bit_exact"] == 0 and s["within_tolerance"] == 0 and s["failures"] == 1
+
+
+def test_rank_trials_catch_a_process_left_behind(tmp_path, monkeypatch):
+    s = rank_trials(tmp_path, fake_job(monkeypatch, "--bug=orphan"), 1)["summary"]
+    assert s["processes_left"] == 1 and s["failures"] == 1
