@@ -6,7 +6,10 @@ the file and a line is never interleaved; a line cut by a kill is skipped by :fu
 
 Kinds and their fields (every event also has ``event``, ``time``, ``rank``, ``pid``):
 
-- ``resume``: ``checkpoint`` (path, or None for a fresh start), ``epoch`` (epochs done), ``global_step``.
+- ``resume``: ``checkpoint`` (path, or None for a fresh start), ``epoch`` (epochs done), ``global_step``;
+  written by every rank of a multi-rank job. Some recipes add ``from_rank`` (the rank whose state this rank
+  took instead of reading a file: cspnet's broadcast) and ``state_digest`` (a digest of all variables after the
+  restore, equal on every rank).
 - ``step``: ``epoch`` (from 1), ``step`` (in the epoch, from 1), ``global_step``, ``loss``; at log cadence.
 - ``checkpoint``: ``path``, ``epoch`` (epochs done), ``global_step``; after the file is complete on disk.
 - ``initial_weights``: ``digest`` (:func:`common.digest.weights_digest` of the model before step 1).

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 MAX_BYTES = 4 * 1024 * 1024  # a real table for 4096 devices is far below this
 
@@ -208,6 +208,33 @@ def shell_assignments(table: RankTable, server_index: int) -> str:
     }
     import shlex
     return "\n".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items())
+
+
+def rank_table(ranks: int, servers: Sequence[str] = ("127.0.0.1",), rank_ids: Optional[Sequence[int]] = None) -> dict:
+    """An HCCL rank table (version 1.0) with ``ranks`` devices on each of ``servers`` (the GPU scripts write one
+    for this machine's devices; the tests build theirs with it).
+
+    ``rank_ids`` overrides the rank ids in device order (a test of a damaged table passes duplicates).
+    """
+    server_list, n = [], 0
+    for ip in servers:
+        devices = []
+        for d in range(ranks):
+            rid = rank_ids[n] if rank_ids is not None else n
+            devices.append({"device_id": str(d), "device_ip": f"192.98.{92 + len(server_list)}.{10 + d}",
+                            "rank_id": str(rid)})
+            n += 1
+        server_list.append({"server_id": ip, "host_nic_ip": "reserve", "device": devices})
+    return {"version": "1.0", "server_count": str(len(server_list)), "status": "completed",
+            "server_list": server_list}
+
+
+def write_rank_table(path, ranks: int, servers: Sequence[str] = ("127.0.0.1",),
+                     rank_ids: Optional[Sequence[int]] = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rank_table(ranks, servers, rank_ids), indent=1) + "\n")
+    return path
 
 
 def main(argv=None) -> int:

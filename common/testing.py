@@ -4,7 +4,6 @@ Free ports for rendezvous, HCCL rank tables of this host, and the small noise da
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -12,9 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from . import events
+from .rank_table import rank_table, write_rank_table  # noqa: F401  (re-exported for the test suites)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,32 +39,6 @@ def free_port(consecutive: int = 1) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no {consecutive} consecutive free ports on 127.0.0.1")
-
-
-def rank_table(ranks: int, servers: Sequence[str] = ("127.0.0.1",), rank_ids: Optional[Sequence[int]] = None) -> dict:
-    """An HCCL rank table (version 1.0) with ``ranks`` devices on each of ``servers``.
-
-    ``rank_ids`` overrides the rank ids in device order (a test of a damaged table passes duplicates).
-    """
-    server_list, n = [], 0
-    for ip in servers:
-        devices = []
-        for d in range(ranks):
-            rid = rank_ids[n] if rank_ids is not None else n
-            devices.append({"device_id": str(d), "device_ip": f"192.98.{92 + len(server_list)}.{10 + d}",
-                            "rank_id": str(rid)})
-            n += 1
-        server_list.append({"server_id": ip, "host_nic_ip": "reserve", "device": devices})
-    return {"version": "1.0", "server_count": str(len(server_list)), "status": "completed",
-            "server_list": server_list}
-
-
-def write_rank_table(path, ranks: int, servers: Sequence[str] = ("127.0.0.1",),
-                     rank_ids: Optional[Sequence[int]] = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rank_table(ranks, servers, rank_ids), indent=1) + "\n")
-    return path
 
 
 def make_noise(out, fmt: str = "cifar10", n_train: int = 48, n_test: int = 32, python: str = sys.executable,

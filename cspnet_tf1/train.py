@@ -30,7 +30,7 @@ from common import cli, cputune, events, throughput
 from common.resume import check_world
 from common.digest import weights_digest
 from common.progress import Progress
-from common.runrecord import case_name, finish_run
+from common.runrecord import KEYS_LOSS_FIRST, CaseLogSpec, case_name, finish_run
 from common.summary import EpochSummary, plot_curves
 from common.throughput import ThroughputMeter
 from models import cspdarknet53
@@ -39,6 +39,10 @@ import dist
 
 tf1 = tf.compat.v1
 NETWORK = "CSPNet_ID0840_for_TensorFlow"
+# ${CaseName}.log and ${CaseName}_loss.txt as the original test/train_*_1p.sh write them: TrainingTime is the
+# StepTime line (seconds per step), the loss file holds every "Loss:" line's loss, ActualLoss its last line
+CASE_LOG = CaseLogSpec(keys=KEYS_LOSS_FIRST, batch_size="global", training_time="sec_per_step",
+                       loss_file="{case}_loss.txt")
 
 
 # -- flags ----------------------------------------------------------------------------------------------------
@@ -443,7 +447,7 @@ def summarize(args, ctx, result):
     plot_curves(ctx.out / "summary.csv", ctx.out / "curves.png", title=f"{NETWORK} on {Path(args.data_path).name}")
     finish_run(output_dir=ctx.out, network=NETWORK, case=case_name(NETWORK, args.batch_size, cluster.world, args.perf),
                framework="tensorflow", framework_version=tf.__version__, device=ctx.device, rank_size=cluster.world,
-               batch_size=args.batch_size, params=result["params"], epochs=args.epochs, meter=meter,
+               batch_size=args.batch_size, params=result["params"], epochs=args.epochs, meter=meter, spec=CASE_LOG,
                accuracy=state.val_accuracy if state.val_accuracy is not None else float("nan"), loss=state.loss,
                seed=state.seed,
                extra={"global_step": state.global_step, "mixed_precision": ctx.amp, "augment": args.augment,

@@ -38,6 +38,11 @@ from src import options, runtime  # noqa: E402
 from src.data import NUM_CLASSES, one_hot, shard  # noqa: E402
 
 NETWORK = "cutmix_ID2502_for_TensorFlow2.X"
+# ${CaseName}.log and train_${CaseName}_loss.txt as the original test/*.sh write them: TrainingTime in ms per
+# step (BatchSize x RankSize x 1000 / FPS, BatchSize per device), the loss file one training loss per epoch
+# line ("val_loss" lines), "Final Training Duration sec" printed before the banner
+CASE_LOG = runrecord.CaseLogSpec(keys=runrecord.KEYS_ACCURACY_FIRST, batch_size="per_device",
+                                 training_time="ms_per_step", loss_file="train_{case}_loss.txt", duration_line=True)
 # expected failures below main(): one "ERROR: <file>: <problem>" line and exit 2 (common.cli)
 ERRORS = (CheckpointError, DatasetError)
 # s a worker other than the chief waits before exiting on a refused checkpoint (see resume)
@@ -249,7 +254,8 @@ def summarize(args, ctx, result) -> int:
         output_dir=ctx.out, network=NETWORK, case=case, framework="tensorflow",
         framework_version=f"{tf.__version__} (tf-keras {keras.__version__})", device=ctx.device,
         rank_size=ctx.world, batch_size=args.batch_size, params=trainable, epochs=args.epochs, meter=result.meter,
-        accuracy=h["val_accuracy"][-1], loss=h["loss"][-1], seed=args.seed, global_step=result.global_step,
+        accuracy=h["val_accuracy"][-1], loss=h["loss"][-1], losses=h["loss"], seed=args.seed, spec=CASE_LOG,
+        global_step=result.global_step,
         extra={"total_params": total, "precision": ctx.policy, "cutmix": not args.no_cutmix,
                "eval_static": args.eval_static, "steps_per_epoch": result.steps, "first_epoch": result.first_epoch,
                "val_loss": h["val_loss"][-1], "config": dict(vars(args))})

@@ -20,12 +20,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cli, events  # noqa: E402  (after the path set-up above)
+from common.runrecord import KEYS_ACCURACY_FIRST, CaseLogSpec  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
 from common.imagefolder import ImageFolderError  # noqa: E402
 
 # expected failures: one 'ERROR:' line and exit 2 (a non-finite loss is a common.cli.RecipeError)
 ERRORS = (ImageFolderError, CheckpointError, ValueError, FloatingPointError)
 MODELS = ['zfnet', 'sppnet_single', 'sppnet_mult']
+
+# the MindSpore original writes no ${CaseName}.log nor loss file: these are the Ascend ModelZoo form of the
+# ResNet-50 and CutMix originals (TrainingTime in ms per step, every logged step loss in the loss file)
+CASE_LOG = CaseLogSpec(keys=KEYS_ACCURACY_FIRST, batch_size='global', training_time='ms_per_step',
+                       loss_file='train_{case}_loss.txt')
 
 
 def build_parser():
@@ -234,7 +240,8 @@ def train_one_epoch(args, ctx, loop, data, epoch):
     loop.progress.end_epoch()
     seconds = time.time() - t0
     loss = loop.monitor.epoch_loss
-    ctx.log(f"epoch: {epoch + 1} step: {data.steps_per_epoch}, loss is {loss:.6f}")
+    # the original's LossMonitor line: the loss of the epoch's last step (in sink mode, of the sink's last step)
+    ctx.log(f"epoch: {epoch + 1} step: {data.steps_per_epoch}, loss is {loop.monitor.last_loss:.6f}")
     if ctx.group_size > 1:  # the loss above is rank 0's own batch; each rank reports its own
         print(f"rank {ctx.rank}/{ctx.group_size}: epoch {epoch + 1} mean loss {loss:.7f}", flush=True)
     ctx.log(f"epoch time: {seconds * 1000:.3f} ms, per step time: {seconds * 1000 / data.steps_per_epoch:.3f} ms")
@@ -278,7 +285,8 @@ def summarize(args, ctx, loop):
                case=case_name(network, cfg.batch_size, ctx.group_size, args.perf), framework='mindspore',
                framework_version=ms.__version__, device=ctx.target.lower(), rank_size=ctx.group_size,
                batch_size=cfg.batch_size, params=loop.params, epochs=cfg.epoch_size, meter=loop.meter,
-               accuracy=loop.accuracy, loss=loop.final_loss, seed=cfg.seed, extra=loop.record_extra(args, ctx))
+               accuracy=loop.accuracy, loss=loop.final_loss, seed=cfg.seed, spec=CASE_LOG,
+               extra=loop.record_extra(args, ctx))
     return 0
 
 

@@ -27,7 +27,7 @@ from common.ms import CheckpointSeries, RankLog, StepMonitor, emit_initial_weigh
 from common.ms.checkpoint import classes_meta  # noqa: E402
 from common.ms.resume import agree_resume  # noqa: E402
 from common.progress import Progress  # noqa: E402
-from common.runrecord import case_name, finish_run  # noqa: E402
+from common.runrecord import KEYS_ACCURACY_FIRST, CaseLogSpec, case_name, finish_run  # noqa: E402
 from common.throughput import ThroughputMeter  # noqa: E402
 from src.CrossEntropySmooth import CrossEntropySmooth  # noqa: E402
 from src.config import device_id_from_env, get_config  # noqa: E402
@@ -39,6 +39,10 @@ from src.utils import (checkpoint_series, detect_device, global_step_of, is_dist
                        resolve_leaky, restore_training, setup_context)
 
 NETWORK = "TinyDarknet_for_MindSpore"
+# the MindSpore original writes no ${CaseName}.log nor loss file: these are the Ascend ModelZoo form of the
+# ResNet-50 and CutMix originals (TrainingTime in ms per step, every logged step loss in the loss file)
+CASE_LOG = CaseLogSpec(keys=KEYS_ACCURACY_FIRST, batch_size="global", training_time="ms_per_step",
+                       loss_file="train_{case}_loss.txt")
 
 
 @dataclass
@@ -281,7 +285,7 @@ def summarize(args, ctx, result):
                case=case_name(NETWORK, args.batch_size, ctx.group_size, args.perf), framework="mindspore",
                framework_version=ms.__version__, device=ctx.device.lower(), rank_size=ctx.group_size,
                batch_size=args.batch_size, params=result.params, epochs=args.epoch_size, meter=result.meter,
-               accuracy=result.top1, loss=result.loss, seed=args.seed,
+               accuracy=result.top1, loss=result.loss, seed=args.seed, spec=CASE_LOG,
                extra={"top5": result.top5, "amp_level": ctx.amp_level, "image_size": args.image_size,
                       "num_classes": args.num_classes, "steps_per_epoch": result.steps_per_epoch,
                       "start_epoch": result.start_epoch, "checkpoint_dir": str(ctx.ckpt_dir),

@@ -39,7 +39,9 @@ def test_finish_run_writes_case_log_and_json(tmp_path, capsys):
     meter.record(1.0, steps=10)
     rec = runrecord.finish_run(output_dir=tmp_path, network="Net", case="Net_bs16_2p_acc", framework="x",
                                framework_version="1.0", device="cpu", rank_size=2, batch_size=16, params=123,
-                               epochs=1, meter=meter, accuracy=0.5, loss=0.25, seed=1, e2e_seconds=9.4)
+                               epochs=1, meter=meter, accuracy=0.5, loss=0.25, seed=1, e2e_seconds=9.4,
+                               spec=runrecord.CaseLogSpec(runrecord.KEYS_LOSS_FIRST, "global", "sec_per_step",
+                                                          "{case}_loss.txt"))
     out = capsys.readouterr().out
     parsed = banner.parse_banner(out)
     assert parsed["images_per_sec"] == pytest.approx(320.0)  # 16*10 images / 1 s * 2 ranks

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from common import cputune
+from common import cputune, runrecord
 from common.throughput import ThroughputMeter
 from common.runrecord import finish_run
 
@@ -121,6 +121,7 @@ def test_the_line_and_the_run_record_name_the_cpu_and_every_choice(tmp_path):
     meter.record(0.5)
     rec = finish_run(output_dir=tmp_path, network="n", case="c", framework="f", framework_version="1", device="cpu",
                      rank_size=1, batch_size=4, params=1, epochs=1, meter=meter, accuracy=0.5, loss=0.1, seed=0,
+                     spec=runrecord.CaseLogSpec(runrecord.KEYS_LOSS_FIRST, "global", "sec_per_step", "{case}_loss.txt"),
                      stream=sys.stderr)
     saved = json.loads((tmp_path / "c.json").read_text())["cpu_tuning"]
     assert saved == json.loads(json.dumps(rec["cpu_tuning"]))

@@ -215,8 +215,9 @@ def _csp_stage(x, stage, in_channels, channels, blocks, impl):
         with tf.name_scope(f"{s}_Split_1"):
             r = conv_block(x, 1, channels, half, 1, f"s{stage}s1", impl)
         for i in range(1, blocks + 1):
-            # the original reuses the scope name "<stage>_Block_1" for every block (TF uniquifies it)
-            with tf.name_scope(f"{s}_Block_1"):
+            # the original's scope names: stage 3 numbers its two blocks (_Block_1, _Block_2); stages 4-6 reuse
+            # "<stage>_Block_1" for every block, which TF uniquifies to _Block_1, _Block_1_1, _Block_1_2, ...
+            with tf.name_scope(f"{s}_Block_{i if stage == 3 else 1}"):
                 r = small_block(r, half, f"s{stage}b{i}", impl)
         with tf.name_scope(f"{s}_Conv2dBatchLeaky_3"):
             r = conv_block(r, 1, half, half, 1, f"s{stage}c3", impl)

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import utils
-from common import cputune, events
+import train
+from common import contract, cputune, events
 from common.banner import parse_banner
 from conftest import python
 from models import cspdarknet53
@@ -41,6 +42,17 @@ def test_banner_and_run_records(trained):
     log = dict(line.split(" = ", 1) for line in (out / f"{CASE}.log").read_text().splitlines())
     assert log["CaseName"] == CASE and log["Network"] == "CSPNet_ID0840_for_TensorFlow" and log["RankSize"] == "1"
     assert (out / "train_0.log").read_text().count("Loss:") == 6
+
+
+def test_case_log_and_loss_file_as_the_original_writes_them(trained):
+    """common.contract.check_run (the same checks in all five recipes) against this recipe's spec: keys in the
+    original's order, TrainingTime in seconds per step, DeviceType = uname -m, ${CaseName}_loss.txt. Then the
+    original script's own parse: the loss file is field 7 of every "Loss:" line, ActualLoss its last."""
+    out, stdout = trained
+    got = contract.check_run(out, stdout, train.CASE_LOG, network=train.NETWORK, case=CASE, rank_size=1,
+                             batch_size=16)
+    logged = [float(line.split()[6]) for line in stdout.splitlines() if " Loss: " in line]
+    assert len(logged) == 6 and got["losses"] == pytest.approx(logged, abs=1e-6)  # 2 epochs x 3 steps
 
 
 def test_events_record_the_start_every_logged_step_and_each_checkpoint(trained):
@@ -75,6 +87,29 @@ def test_eval_from_checkpoint_reproduces_training_accuracy(trained, noise):
     assert "---- Final accuracy ----" in ev
     top1 = float(re.search(r"^Top-1: (\S+)", ev, re.M).group(1))
     assert top1 == pytest.approx(parse_banner(stdout)["accuracy"], abs=1e-4)
+
+
+def test_a_checkpoint_with_the_originals_variables_evaluates_through_test_py(noise, tmp_path):
+    """A checkpoint holding exactly what the original's tf.train.Saver writes (its 146 weights and biases by the
+    original's names and shapes, their Momentum slots, no state.json of ours) restores in test.py, the recipe's
+    eval entry, and its top-1 is the one of the logits that checkpoint gives in the recipe's network."""
+    from test_model import original_variable_names
+    rng = np.random.RandomState(0)
+    graph = tf.Graph()
+    with graph.as_default():
+        made = [tf1.Variable(rng.normal(0, 0.01 if len(shape) > 1 else 0.1, shape).astype(np.float32), name=name)
+                for name, shape in original_variable_names().items()]
+        made += [tf1.Variable(np.zeros(v.shape, np.float32), name=v.op.name + "/Momentum") for v in list(made)]
+        with tf1.Session(graph=graph) as sess:
+            sess.run(tf1.global_variables_initializer())
+            prefix = tf1.train.Saver(made).save(sess, str(tmp_path / "original" / "cspdarknet53.ckpt"))
+    _, ev, _ = python("test.py", f"--CKPT_PATH={prefix}", f"--CIFAR_PATH={noise}", "--batch_size=16",
+                      "--conv_impl=conv2d", "--bn_impl=moments")
+    top1 = float(re.search(r"^Top-1: (\S+)", ev, re.M).group(1))
+    _, _, x_te, y_te = utils.load_cifar(str(noise))
+    hits = [np.argmax(_recipe_logits(prefix, x_te[idx].astype(np.float32), "conv2d", "moments"), 1)
+            == np.argmax(y_te[idx], 1) for idx in utils.eval_batches(len(x_te), 16)]  # test.py's batches
+    assert top1 == pytest.approx(float(np.mean([h.mean() for h in hits])), abs=1e-4)
 
 
 def _recipe_logits(prefix, images, conv_impl, bn_impl):

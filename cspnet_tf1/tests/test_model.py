@@ -41,11 +41,38 @@ def test_no_normalisation_parameters_or_moving_averages(net):
     assert all(n.rsplit("/", 1)[-1].startswith(("w_", "b_", "wfc", "bfc")) for n in names), names[:5]
 
 
-def test_variable_names_follow_the_original_checkpoint(net):
-    names = {v.op.name for v in net[0].get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)}
-    assert "stage1/stage1_Conv2dBatchLeaky/w_s1c1" in names
-    assert "stage4/stage4_Block_1_7/w_s4b8c2" in names
-    assert "stage6/wfc" in names and "stage6/w_conv" in names
+def original_variable_names():
+    """Every variable of the original's graph with its shape, written out from the scopes and tags of its
+    models/cspdarknet53.py (ModelZoo-TensorFlow ID0840), independently of this recipe's builder: stage 3 names
+    its blocks stage3_Block_1 and stage3_Block_2; stages 4-6 open every block as "<stage>_Block_1", which TF
+    uniquifies (_Block_1, _Block_1_1, ..., _Block_1_7)."""
+    convs = [("stage1/stage1_Conv2dBatchLeaky", "s1c1", 3, 3, 32)]
+    convs += [(f"stage2/stage2_{scope}", tag, k, cin, cout) for scope, tag, k, cin, cout in (
+        ("Conv2dBatchLeaky_1", "s2c1", 3, 32, 64), ("Split_0", "s2s0", 1, 64, 64), ("Split_1", "s2s1", 1, 64, 64),
+        ("Conv2dBatchLeaky_2", "s2c2", 1, 64, 32), ("Conv2dBatchLeaky_3", "s2c3", 3, 32, 64),
+        ("Conv2dBatchLeaky_4", "s2c4", 1, 64, 64))]
+    for st, cin, ch, blocks in ((3, 128, 128, 2), (4, 128, 256, 8), (5, 256, 512, 8), (6, 512, 1024, 4)):
+        s, half = f"stage{st}", ch // 2
+        convs += [(f"{s}/{s}_Conv2dBatchLeaky_1", f"s{st}c1", 1, cin, half),
+                  (f"{s}/{s}_Conv2dBatchLeaky_2", f"s{st}c2", 3, half, ch),
+                  (f"{s}/{s}_Split_0", f"s{st}s0", 1, ch, half), (f"{s}/{s}_Split_1", f"s{st}s1", 1, ch, half)]
+        for i in range(1, blocks + 1):
+            block = f"{s}_Block_{i}" if st == 3 else f"{s}_Block_1" + (f"_{i - 1}" if i > 1 else "")
+            convs += [(f"{s}/{block}", f"s{st}b{i}c1", 1, half, half), (f"{s}/{block}", f"s{st}b{i}c2", 3, half, half)]
+        convs.append((f"{s}/{s}_Conv2dBatchLeaky_3", f"s{st}c3", 1, half, half))
+    convs.append(("stage6", "conv", 1, 1024, 1024))
+    names = {}
+    for scope, tag, k, cin, cout in convs:
+        names[f"{scope}/w_{tag}"], names[f"{scope}/b_{tag}"] = (k, k, cin, cout), (cout,)
+    names.update({"stage6/wfc": (1024, 10), "stage6/bfc": (10,)})
+    return names
+
+
+def test_variable_names_and_shapes_are_the_originals_for_the_whole_graph(net):
+    want = original_variable_names()
+    got = {v.op.name: tuple(v.shape.as_list()) for v in net[0].get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)}
+    assert len(want) == 2 * 73 and got.keys() == want.keys(), sorted(got.keys() ^ want.keys())[:8]
+    assert got == want
 
 
 @pytest.mark.parametrize("batch", [1, 3])

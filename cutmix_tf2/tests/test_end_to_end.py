@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import cli, cputune, events
+import train
+from common import cli, contract, cputune, events
 from common.digest import weights_digest
 from common.banner import parse_banner
-from common.runrecord import CASE_LOG_KEYS
+from common.runrecord import KEYS_ACCURACY_FIRST
 from src import checkpointing
 from src.model import TRAINABLE_PARAMS
 
@@ -39,9 +40,22 @@ def test_banner_record_and_log(e2e):
     assert banner["accuracy"] == pytest.approx(record["accuracy"], abs=1e-4)
     assert 0.0 <= record["accuracy"] <= 1.0 and np.isfinite(record["loss"])
     case_log = dict(l.split(" = ", 1) for l in (out / f"{CASE}.log").read_text().splitlines())
-    assert list(case_log) == CASE_LOG_KEYS and case_log["CaseName"] == CASE
+    assert list(case_log) == list(KEYS_ACCURACY_FIRST) and case_log["CaseName"] == CASE
     log = (out / "train_0.log").read_text()
     assert "TimeHistory:" in log and "val_accuracy" in log and "Final result" in log
+
+
+def test_case_log_loss_file_and_duration_line_as_the_original_writes_them(e2e):
+    """common.contract.check_run (the same checks in all five recipes) against this recipe's spec: keys in the
+    original's order, TrainingTime = BatchSize x RankSize x 1000 / FPS in ms, "Final Training Duration sec"
+    right before the banner. Then the original script's own parse: the loss file is field 6 (the training
+    loss) of every line with "val_loss" in train_0.log, one per epoch."""
+    stdout, out = e2e
+    got = contract.check_run(out, stdout, train.CASE_LOG, network=train.NETWORK, case=CASE, rank_size=1,
+                             batch_size=8)
+    epoch_lines = [line.split() for line in (out / "train_0.log").read_text().splitlines() if "val_loss" in line]
+    assert len(got["losses"]) == len(epoch_lines) == 2
+    assert got["losses"] == pytest.approx([float(f[5]) for f in epoch_lines], abs=1e-4)
 
 
 def test_events_record_resume_initial_weights_steps_and_checkpoints(e2e):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import mmcls_ext  # noqa: F401  (CIFAR100Local, safe checkpoint loader)
-from common import cputune, events
+from common import contract, cputune, events
 from common.banner import parse_banner
 from conftest import PERF_CONFIG, RECIPE, entry, run
 
@@ -51,6 +51,23 @@ def test_banner_and_run_record(perf_run):
     case_log = dict(line.split(" = ", 1) for line in (out / f"{CASE}.log").read_text().splitlines())
     assert case_log["CaseName"] == CASE and case_log["RankSize"] == "1" and case_log["BatchSize"] == "8"
     assert float(case_log["ActualFPS"]) == pytest.approx(banner["images_per_sec"], abs=0.01)
+
+
+def test_case_log_and_loss_file_as_the_original_means_them(perf_run):
+    """common.contract.check_run (the same checks in all five recipes) against this recipe's spec: keys in the
+    original's order, TrainingTime = global batch x 1000 / FPS in ms, train_${CaseName}_loss.txt. The file holds
+    the loss of every logged iteration, the value after "loss: " on mmcv's "Epoch [e][i/n]" lines that the
+    original's grep for "Epoch:" was meant to find."""
+    import importlib.util
+    out, stdout = perf_run
+    spec = importlib.util.spec_from_file_location("r50_tools_train_contract", RECIPE / "tools" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    got = contract.check_run(out, stdout, train.CASE_LOG, network=train.NETWORK, case=CASE, rank_size=1,
+                             batch_size=8)
+    logged = [float(line.rsplit("loss: ", 1)[1].split(",")[0]) for line in
+              (out / "train_0.log").read_text().splitlines() if "Epoch [" in line and "loss: " in line]
+    assert logged and got["losses"] == pytest.approx(logged, abs=1e-4)
 
 
 def test_events_say_fresh_start_steps_and_checkpoint(perf_run):

@@ -33,7 +33,7 @@ from mmcls.models import build_classifier  # noqa: E402
 
 import mmcls_ext  # noqa: E402,F401  (registers CIFAR100Local, the runner, the hooks, the safe loader)
 from common import cli, cputune, events, throughput  # noqa: E402
-from common.runrecord import case_name, finish_run  # noqa: E402
+from common.runrecord import KEYS_ACCURACY_FIRST, CaseLogSpec, case_name, finish_run  # noqa: E402
 from mmcls_ext import hooks, report, training  # noqa: E402
 from mmcls_ext.checkpoint import safe_load, save_checkpoint  # noqa: E402
 from mmcls_ext.cli import ERRORS, MergeDictAction  # noqa: E402
@@ -41,6 +41,11 @@ from mmcls_ext.parallel import unwrap, wrap_model  # noqa: E402
 from mmcls_ext.tuning import apply_memory_format, choose_memory_format  # noqa: E402
 
 NETWORK = "Resnet50_cifar_for_PyTorch"
+# ${CaseName}.log and train_${CaseName}_loss.txt as the original test/*.sh meant them: TrainingTime in ms per
+# step (global batch x 1000 / FPS), the loss of every logged iteration in the loss file (the original grepped
+# "Epoch:", which mmcv's "Epoch [e][i/n]" lines never match, so its file stayed empty)
+CASE_LOG = CaseLogSpec(keys=KEYS_ACCURACY_FIRST, batch_size="global", training_time="ms_per_step",
+                       loss_file="train_{case}_loss.txt")
 REFERENCE_GLOBAL_BATCH = 128  # the configs' lr is tuned for 8 devices x 16 images
 
 
@@ -235,7 +240,7 @@ def summarize(args, ctx, result) -> int:
             framework_version=training.framework_version(), device=ctx.device, rank_size=ctx.world_size,
             batch_size=ctx.samples_per_gpu, params=sum(p.numel() for p in net.parameters() if p.requires_grad),
             epochs=cfg.runner.max_epochs, meter=result.meter, accuracy=result.summary.best_top1,
-            loss=result.summary.last_loss, seed=ctx.seed,
+            loss=result.summary.last_loss, seed=ctx.seed, spec=CASE_LOG,
             extra=dict(config=str(ctx.config_path.resolve()), amp=result.optim.amp, memory_format=ctx.memory_format,
                        apex=result.optim.apex, lr=cfg.optimizer.lr, work_dir=str(ctx.work_dir),
                        data_prefix=str(cfg.data.train.data_prefix),

@@ -10,6 +10,6 @@ n=${DEVICE_NUM:-8}
 [[ "$n" =~ ^[1-9][0-9]*$ ]] || ms_fail "DEVICE_NUM must be a positive integer, got '$n'"
 table=$(mktemp "${TMPDIR:-/tmp}/rank_table_XXXXXX.json") || ms_fail "cannot create a temporary rank table"
 trap 'rm -f "$table"' EXIT
-"$MZ_PYTHON" -c 'import sys; from common.testing import write_rank_table; write_rank_table(sys.argv[1], int(sys.argv[2]))' \
+"$MZ_PYTHON" -c 'import sys; from common.rank_table import write_rank_table; write_rank_table(sys.argv[1], int(sys.argv[2]))' \
   "$table" "$n" || ms_fail "$table: cannot write the rank table"
 source "$MZ_ROOT/sppnet_ms/scripts/run_distribution_ascend.sh" "$table" --device=gpu "$@"

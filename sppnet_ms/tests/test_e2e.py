@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from common import cputune
+from common import contract, cputune
 from common.banner import parse_banner
 
 from conftest import RECIPE, digits_imagenet, error_lines, run
@@ -51,6 +51,18 @@ def test_performance_script_prints_banner_and_writes_records(perf_run):
     case_log = (out / 'ZFNet_bs16_1p_perf.log').read_text()
     assert 'CaseName = ZFNet_bs16_1p_perf' in case_log and 'RankSize = 1' in case_log
     assert (out / 'train_0.log').read_text().count('Final result') == 1
+
+
+def test_case_log_and_loss_file_in_the_modelzoo_form(perf_run):
+    """common.contract.check_run (the same checks in all five recipes): the MindSpore original writes no case
+    log, so the recipe declares the ResNet-50/CutMix form (train.CASE_LOG); the loss file holds the 40 steps'
+    losses, the last one the same as the last "loss is" line."""
+    import train
+    out, log = perf_run
+    got = contract.check_run(out, log, train.CASE_LOG, network='ZFNet', case='ZFNet_bs16_1p_perf', rank_size=1,
+                             batch_size=16)
+    said = [float(line.rsplit('loss is ', 1)[1].split()[0]) for line in log.splitlines() if 'loss is ' in line]
+    assert said and got['losses'][-1] == pytest.approx(said[-1], abs=1e-5)
 
 
 def test_cpu_tuning_line_and_record(perf_run):

@@ -11,6 +11,6 @@ dataset=imagenet
 case "$1" in cifar10|imagenet) dataset=$1; shift ;; esac
 table=$(mktemp "${TMPDIR:-/tmp}/rank_table_XXXXXX.json") || ms_fail "cannot create a temporary rank table"
 trap 'rm -f "$table"' EXIT
-"$MZ_PYTHON" -c 'import sys; from common.testing import write_rank_table; write_rank_table(sys.argv[1], int(sys.argv[2]))' \
+"$MZ_PYTHON" -c 'import sys; from common.rank_table import write_rank_table; write_rank_table(sys.argv[1], int(sys.argv[2]))' \
   "$table" "$n" || ms_fail "$table: cannot write the rank table"
 source "$MZ_ROOT/tinydarknet_ms/scripts/run_distribute_train.sh" "$table" "$dataset" "$data_dir" --device_target=GPU "$@"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import cputune, events
+from common import contract, cputune, events
 from common.banner import parse_banner
 from conftest import RECIPE, SMALL, python, run
 
@@ -65,6 +65,17 @@ class TestPerformanceScript:
         log = dict(line.split(" = ", 1) for line in (out / f"{CASE}_perf.log").read_text().splitlines())
         assert log["CaseName"] == f"{CASE}_perf" and log["BatchSize"] == "16" and log["RankSize"] == "1"
         assert (out / "train_0.log").read_text().count("Final result") == 1
+
+    def test_case_log_and_loss_file_in_the_modelzoo_form(self, perf_run):
+        """common.contract.check_run (the same checks in all five recipes): the MindSpore original writes no
+        case log, so the recipe declares the ResNet-50/CutMix form (train.CASE_LOG); the loss file holds every
+        logged step's loss (--log_every=1: 2 epochs x 4 steps)."""
+        import train
+        out, stdout = perf_run
+        got = contract.check_run(out, stdout, train.CASE_LOG, network=train.NETWORK, case=f"{CASE}_perf",
+                                 rank_size=1, batch_size=16)
+        steps = [e["loss"] for e in events.read(out, "step") if e["rank"] == 0]
+        assert len(got["losses"]) == 8 and got["losses"] == pytest.approx(steps, abs=1e-6)
 
     def test_events_say_what_the_run_did(self, perf_run):
         out, stdout = perf_run
