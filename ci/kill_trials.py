@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from common import events  # noqa: E402
 from common.checkpoint import atomic_write_text  # noqa: E402
-from common.testing import free_port, job_processes, tag_job, write_rank_table  # noqa: E402
+from common.testing import free_port, job_processes, kill_job, tag_job, write_rank_table  # noqa: E402
 
 TEMP = re.compile(r"^\..*(\.tmp|\.old-\d+)")  # the shared atomic writer's temp names (and MindSpore's staging)
 
@@ -390,6 +390,24 @@ def run_trial(recipe: Recipe, rng, data, work, ref_final, step_sec, p_save, p_se
     return trial
 
 
+def trial_loop(label, trials, work: Path, run_one, describe_one, ok, keep, log) -> list:
+    """``trials`` trials, each ``run_one(i, its folder)``, logged; a trial's folder is removed when ``ok``
+    says it passed (unless ``keep``), so that only failures are left to look at."""
+    results = []
+    for i in range(trials):
+        tdir = work / f"trial_{i:02d}"
+        shutil.rmtree(tdir, ignore_errors=True)
+        tdir.mkdir()
+        trial = run_one(i, tdir)
+        if "tail" in trial:  # no path of this machine in the report
+            trial["tail"] = trial["tail"].replace(str(work), "<work>").replace(str(ROOT), ".")
+        results.append(trial)
+        log(f"{label} {i}: " + describe_one(trial))
+        if not keep and ok(trial):
+            shutil.rmtree(tdir, ignore_errors=True)
+    return results
+
+
 def prepare_data(recipe: Recipe, work: Path, spec: tuple = None) -> Path:
     spec = recipe.data if spec is None else spec
     if not spec:
@@ -423,19 +441,11 @@ def run_recipe(name, recipe: Recipe, trials, seed, work: Path, p_save, p_second,
         raise SystemExit(f"ERROR: {name}: the reference run failed (exit {ref['rc']}):\n{ref['log'][-2000:]}")
     step_sec = median_step_seconds(ref["step_seen_at"])
     log(f"{name}: reference run {ref['seconds']:.0f} s, {ref['last_step']} steps, {step_sec:.2f} s/step")
-    results = []
-    for i in range(trials):
-        tdir = work / f"trial_{i:02d}"
-        shutil.rmtree(tdir, ignore_errors=True)
-        tdir.mkdir()
-        trial = run_trial(recipe, random.Random(f"{seed}-{name}-{i}"), data, tdir,
-                          work / "reference" / recipe.final, step_sec, p_save, p_second)
-        if "tail" in trial:  # no path of this machine in the report
-            trial["tail"] = trial["tail"].replace(str(work), "<work>").replace(str(ROOT), ".")
-        results.append(trial)
-        log(f"{name} trial {i}: " + describe(trial))
-        if not keep and trial.get("compare", {}).get("within_tolerance"):
-            shutil.rmtree(tdir, ignore_errors=True)
+    results = trial_loop(
+        f"{name} trial", trials, work,
+        lambda i, tdir: run_trial(recipe, random.Random(f"{seed}-{name}-{i}"), data, tdir,
+                                  work / "reference" / recipe.final, step_sec, p_save, p_second),
+        describe, lambda t: t.get("compare", {}).get("within_tolerance"), keep, log)
     shown = recipe.command("<data>", "<out>")
     shown[0] = f".envs/{recipe.env}/bin/python"
     return {"recipe": name, "trials_command": f"python ci/kill_trials.py {name} --trials {trials} --seed {seed} "
@@ -485,10 +495,10 @@ class Job:
     def launch(self, data, run: Path, resume=False):
         """(command, cwd, environment) of one run of the job in the folder ``run``."""
         run.mkdir(parents=True, exist_ok=True)
-        table = run / "rank_table.json"
-        if not table.exists():
-            write_rank_table(table, 2)
-        values = {"{data}": str(data), "{out}": str(run / "out"), "{table}": str(table), "{run}": str(run),
+        table_path = run / "rank_table.json"
+        if not table_path.exists():
+            write_rank_table(table_path, 2)
+        values = {"{data}": str(data), "{out}": str(run / "out"), "{table}": str(table_path), "{run}": str(run),
                   "{port}": str(free_port(consecutive=2))}  # rank r of some recipes listens on port + r
 
         def fill(a):
@@ -595,14 +605,7 @@ def job_run(job: Job, data, run: Path, log_path, resume=False, plan=None, step_s
             time.sleep(0.2)
         left = job_processes(job_env)
     finally:
-        for pid in job_processes(job_env):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_job(proc, job_env)  # whatever of the job is still there (a time-out, a process left behind)
     found = events.read(evdir)[n_before:]
     return {"rc": proc.returncode, "killed": killed, "exit_seconds_after_kill": noticed if killed else None,
             "processes_left": len(left), "seconds": round(time.time() - t0, 1),
@@ -653,19 +656,11 @@ def run_job_trials(name, job: Job, trials, seed, work: Path, keep=False, log=pri
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     step_sec = gaps[len(gaps) // 2] if gaps else 0.0
     log(f"{name}: uninterrupted 2-rank run {ref['seconds']:.0f} s, {step_sec:.2f} s/step")
-    results = []
-    for i in range(trials):
-        tdir = work / f"trial_{i:02d}"
-        shutil.rmtree(tdir, ignore_errors=True)
-        tdir.mkdir()
-        trial = run_rank_trial(job, random.Random(f"{seed}-{name}-2p-{i}"), data, tdir,
-                               work / "reference" / job.events_dir, step_sec)
-        if "tail" in trial:  # no path of this machine in the report
-            trial["tail"] = trial["tail"].replace(str(work), "<work>").replace(str(ROOT), ".")
-        results.append(trial)
-        log(f"{name} 2p trial {i}: " + describe_rank_trial(trial))
-        if not keep and rank_trial_ok(trial):
-            shutil.rmtree(tdir, ignore_errors=True)
+    results = trial_loop(
+        f"{name} 2p trial", trials, work,
+        lambda i, tdir: run_rank_trial(job, random.Random(f"{seed}-{name}-2p-{i}"), data, tdir,
+                                       work / "reference" / job.events_dir, step_sec),
+        describe_rank_trial, rank_trial_ok, keep, log)
     shown = ["bash", f"{job.script}", *job.argv]
     return {"recipe": name, "ranks": 2,
             "trials_command": f"python ci/kill_trials.py --ranks 2 {name} --trials {trials} --seed {seed}",
@@ -723,18 +718,14 @@ def summarise_rank_trials(trials) -> dict:
 
 
 def markdown_ranks(results) -> str:
-    head = ("| recipe | trials | killed rank 0 / rank 1 | job ended non-zero | slowest exit after the kill (s) | "
-            "processes left | every rank resumed the same step | ... the newest every saving rank held | "
-            "finished | bit-exact on both ranks | within tolerance | failures | largest weight diff | "
-            "runs left with temp files | seconds |")
-    rows = [head, "|" + "---|" * 15]
-    for r in results:
-        s = r["summary"]
-        rows.append(f"| {r['recipe']} | {s['trials']} | {s['killed_rank_0']} / {s['killed_rank_1']} "
-                    f"| {s['job_failed']} | {s['max_exit_seconds']} | {s['processes_left']} | {s['agreed']} "
-                    f"| {s['from_newest_common']} | {s['finished']} | {s['bit_exact']} | {s['within_tolerance']} "
-                    f"| {s['failures']} | {s['max_abs_diff']:.3g} | {s['runs_with_temps_left']} | {r['seconds']} |")
-    return "\n".join(rows) + "\n"
+    return table(["recipe", "trials", "killed rank 0 / rank 1", "job ended non-zero",
+                  "slowest exit after the kill (s)", "processes left", "every rank resumed the same step",
+                  "... the newest every saving rank held", "finished", "bit-exact on both ranks", "within tolerance",
+                  "failures", "largest weight diff", "runs left with temp files", "seconds"], results, lambda r, s: [
+        r["recipe"], s["trials"], f"{s['killed_rank_0']} / {s['killed_rank_1']}", s["job_failed"],
+        s["max_exit_seconds"], s["processes_left"], s["agreed"], s["from_newest_common"], s["finished"],
+        s["bit_exact"], s["within_tolerance"], s["failures"], f"{s['max_abs_diff']:.3g}",
+        s["runs_with_temps_left"], r["seconds"]])
 
 
 # -- summary and table ------------------------------------------------------------------------------------------
@@ -761,19 +752,22 @@ def summarise(trials) -> dict:
     }
 
 
-def markdown(results) -> str:
-    head = ("| recipe | trials | kills (2nd kills) | kills during a save | resumed from the newest checkpoint | "
-            "finished | bit-exact | within tolerance | mismatches | steps lost beyond the interval "
-            "(most redone / interval) | largest weight diff | runs left with temp files | seconds |")
-    rows = [head, "|" + "---|" * 13]
-    for r in results:
-        s = r["summary"]
-        rows.append(f"| {r['recipe']} | {s['trials']} | {s['kills']} ({s['second_kills']}) | {s['kills_during_save']} "
-                    f"| {s['resumed_from_newest']}/{s['resumes']} | {s['finished']} | {s['bit_exact']} "
-                    f"| {s['within_tolerance']} | {s['mismatches']} | {s['lost_beyond_interval']} "
-                    f"({s['max_redone']} / {r['checkpoint_interval_steps']}) | {s['max_abs_diff']:.3g} "
-                    f"| {s['runs_with_temps_left']} | {r['seconds']} |")
+def table(columns, results, cells) -> str:
+    """A markdown table: one row per recipe result, ``cells(result, its summary)`` in ``columns``' order."""
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    rows += ["| " + " | ".join(str(c) for c in cells(r, r["summary"])) + " |" for r in results]
     return "\n".join(rows) + "\n"
+
+
+def markdown(results) -> str:
+    return table(["recipe", "trials", "kills (2nd kills)", "kills during a save", "resumed from the newest checkpoint",
+                  "finished", "bit-exact", "within tolerance", "mismatches",
+                  "steps lost beyond the interval (most redone / interval)", "largest weight diff",
+                  "runs left with temp files", "seconds"], results, lambda r, s: [
+        r["recipe"], s["trials"], f"{s['kills']} ({s['second_kills']})", s["kills_during_save"],
+        f"{s['resumed_from_newest']}/{s['resumes']}", s["finished"], s["bit_exact"], s["within_tolerance"],
+        s["mismatches"], f"{s['lost_beyond_interval']} ({s['max_redone']} / {r['checkpoint_interval_steps']})",
+        f"{s['max_abs_diff']:.3g}", s["runs_with_temps_left"], r["seconds"]])
 
 
 def main(argv=None) -> int:
@@ -801,7 +795,7 @@ def main(argv=None) -> int:
     multi = args.ranks == 2
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="kill_trials_"))
     out = Path(args.out or ROOT / "docs" / ("kill_trials_2p.json" if multi else "kill_trials.json"))
-    table = markdown_ranks if multi else markdown
+    render = markdown_ranks if multi else markdown
     previous = json.loads(out.read_text()) if out.is_file() else {}
     results = {r["recipe"]: r for r in previous.get("results", [])}
     try:
@@ -814,7 +808,7 @@ def main(argv=None) -> int:
             # written after every recipe: a later failure keeps what was measured
             ordered = [results[n] for n in RECIPES if n in results]
             atomic_write_text(out, json.dumps({"results": ordered}, indent=1))
-            atomic_write_text(out.with_suffix(".md"), table(ordered))
+            atomic_write_text(out.with_suffix(".md"), render(ordered))
     finally:
         if not args.work:
             bad = [str(p) for p in work.rglob("trial_*")]
@@ -822,7 +816,7 @@ def main(argv=None) -> int:
                 print(f"kept the output of trials that did not match: {bad}")
             else:
                 shutil.rmtree(work, ignore_errors=True)
-    print(table([results[n] for n in RECIPES if n in results]))
+    print(render([results[n] for n in RECIPES if n in results]))
     failed = sum(results[n]["summary"]["failures" if multi else "mismatches"] for n in names)
     return 1 if failed else 0
 

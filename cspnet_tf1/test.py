@@ -37,6 +37,7 @@ def parse_args(argv=None):
                    help="how convolutions run (same results; see train.py --conv_impl)")
     p.add_argument("--bn_impl", default="auto", choices=cspdarknet53.BN_IMPLS,
                    help="how the normalisation runs (same results; see train.py --bn_impl)")
+    p.add_argument("--mixed_precision", default="auto", choices=["auto", "on", "off"], help=utils.MIXED_PRECISION_HELP)
     return p.parse_args(argv)
 
 
@@ -59,7 +60,8 @@ def main(argv=None):
     saver = tf1.train.Saver(tf1.global_variables())  # model variables only: no optimizer slots needed
 
     acc1, acc5 = [], []
-    with tf1.Session(config=utils.session_config(device)) as sess:
+    # mixed precision on Ascend as the original test.py (allow_mix_precision), and on GPU as training there
+    with tf1.Session(config=utils.session_config(device, utils.mixed_precision(args.mixed_precision, device))) as sess:
         saver.restore(sess, prefix)
         for i, idx in enumerate(batches, 1):
             a1, a5 = sess.run([top1, top5], {x: x_te[idx].astype(np.float32), y: y_te[idx]})

@@ -70,9 +70,7 @@ def _recipe_flags(p):
     p.add_argument("--augment", action="store_true", help="opt-in random crop (pad 4) + horizontal flip")
     p.add_argument("--reshuffle", action="store_true", help="opt-in reshuffle every epoch (original: once)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "npu"])
-    p.add_argument("--mixed_precision", default="auto", choices=["auto", "on", "off"],
-                   help="auto: on for gpu/npu (as the original on Ascend), off on cpu; on for cpu: bfloat16 "
-                        "(oneDNN's bf16 graph rewrite; fast only on CPUs with AVX512_BF16 or AMX)")
+    p.add_argument("--mixed_precision", default="auto", choices=["auto", "on", "off"], help=utils.MIXED_PRECISION_HELP)
     p.add_argument("--tensorboard", action="store_true", help="write loss/accuracy event files every step")
     p.add_argument("--eval_batch_size", default=None, type=cli.positive_int,
                    help="images per validation batch (default --batch_size, as the original); the normalisation "
@@ -126,7 +124,7 @@ class Context:
 
 def setup(args):
     device = utils.select_device(args.device)
-    amp = args.mixed_precision == "on" or (args.mixed_precision == "auto" and device != "cpu")
+    amp = utils.mixed_precision(args.mixed_precision, device)
     conv_impl = cspdarknet53.select_conv_impl(args.conv_impl, device)
     bn_impl = cspdarknet53.select_bn_impl(args.bn_impl, device, conv_impl)
     cluster = dist.cluster_from_env(device)

@@ -117,6 +117,15 @@ def cpu_threads():
         return os.cpu_count() or 1
 
 
+MIXED_PRECISION_HELP = ("auto: on for gpu/npu (as the original on Ascend: allow_mix_precision), off on cpu; on for "
+                        "cpu: bfloat16 (oneDNN's bf16 graph rewrite; fast only on CPUs with AVX512_BF16 or AMX)")
+
+
+def mixed_precision(flag, device):
+    """--mixed_precision auto|on|off on ``device``: the original trains and tests in mixed precision on Ascend."""
+    return flag == "on" or (flag == "auto" and device != "cpu")
+
+
 def session_config(device, mixed_precision=False):
     config = tf1.ConfigProto(allow_soft_placement=True,
                              intra_op_parallelism_threads=cpu_threads(),
@@ -132,6 +141,9 @@ def session_config(device, mixed_precision=False):
                 rewriter_config_pb2.RewriterConfig.ON
     elif device == "gpu":
         config.gpu_options.allow_growth = True
+        if mixed_precision:  # grappler's float16 rewrite (training adds loss scaling to it through the optimizer)
+            from tensorflow.core.protobuf import rewriter_config_pb2
+            config.graph_options.rewrite_options.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
     elif device == "npu":
         import npu_bridge.npu_init  # noqa: F401  registers the NpuOptimizer graph pass
         custom = config.graph_options.rewrite_options.custom_optimizers.add()
@@ -139,6 +151,8 @@ def session_config(device, mixed_precision=False):
         custom.parameter_map["use_off_line"].b = True
         custom.parameter_map["precision_mode"].s = tf.compat.as_bytes(
             "allow_mix_precision" if mixed_precision else "force_fp32")
+        from tensorflow.core.protobuf import rewriter_config_pb2
+        config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF  # as the original
     return config
 
 

@@ -10,7 +10,6 @@ list in a file of this launch and reads the other's), as the recipes do with ``c
 Broken on purpose: ``diverge`` (rank 1's resumed updates differ), ``no_agree`` (rank 1 ignores the checkpoints
 and starts from scratch), ``orphan`` (the launcher leaves a process of the job behind when a rank dies).
 """
-import argparse
 import json
 import os
 import random
@@ -20,8 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fake_trainer  # noqa: E402
 from common import events  # noqa: E402
-from common.checkpoint import atomic_write, atomic_write_text, remove_stale_temps  # noqa: E402
+from common.checkpoint import atomic_write_text, remove_stale_temps  # noqa: E402
 
 
 def launcher(args, argv):
@@ -92,28 +93,14 @@ def worker(args):
             step += 1
             time.sleep(0.05)
             events.emit(out, "step", epoch=epoch + 1, step=s, global_step=step, loss=sum(weights))
-        body = json.dumps({"w": weights, "step": step}).encode()
-
-        def write(tmp):
-            with open(tmp, "wb") as fh:  # half, a pause, the rest: a save that takes a while
-                fh.write(body[: len(body) // 2])
-                fh.flush()
-                time.sleep(0.2)
-                fh.write(body[len(body) // 2:])
-        saved = atomic_write(ckpts / f"epoch_{epoch + 1:04d}.json", write)
+        saved = fake_trainer.slow_save(ckpts / f"epoch_{epoch + 1:04d}.json", {"w": weights, "step": step}, 0.2)
         events.emit(out, "checkpoint", path=str(saved), epoch=epoch + 1, global_step=step)
     atomic_write_text(out / f"rank_{rank}" / "final.json", json.dumps({"w": weights}))
     return 0
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--resume", default="")
-    ap.add_argument("--bug", default="")
+    ap = fake_trainer.parser()
     ap.add_argument("--rank", type=int, default=None)
     ap.add_argument("--launch", default="")
     args, _ = ap.parse_known_args()

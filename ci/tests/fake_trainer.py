@@ -20,7 +20,22 @@ from common import events  # noqa: E402
 from common.checkpoint import atomic_write, atomic_write_text, latest_valid, remove_stale_temps  # noqa: E402
 
 
-def main():
+def slow_save(path, state, pause=0.3):
+    """``state`` as JSON through common.checkpoint.atomic_write: half, a pause, the rest (a save that takes a
+    while, like a real one, so that a kill can land inside it)."""
+    body = json.dumps(state).encode()
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(body[: len(body) // 2])
+            fh.flush()
+            time.sleep(pause)
+            fh.write(body[len(body) // 2:])
+    return atomic_write(path, write)
+
+
+def parser():
+    """The stand-ins' shared flags (fake_job.py adds its own)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=3)
@@ -28,7 +43,11 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--resume", default="")
     ap.add_argument("--bug", default="")
-    args = ap.parse_args()
+    return ap
+
+
+def main():
+    args = parser().parse_args()
     out = Path(args.out)
     ckpts = out / "ckpt"
     ckpts.mkdir(parents=True, exist_ok=True)
@@ -57,15 +76,7 @@ def main():
         if args.bug == "delete_first":
             for old in ckpts.glob("epoch_*.json"):
                 old.unlink()
-        body = json.dumps({"w": weights, "step": step}).encode()
-
-        def write(tmp):
-            with open(tmp, "wb") as fh:  # half, a pause, the rest: a save that takes a while, like a real one
-                fh.write(body[: len(body) // 2])
-                fh.flush()
-                time.sleep(0.3)
-                fh.write(body[len(body) // 2:])
-        path = atomic_write(ckpts / f"epoch_{epoch + 1:04d}.json", write)
+        path = slow_save(ckpts / f"epoch_{epoch + 1:04d}.json", {"w": weights, "step": step})
         events.emit(out, "checkpoint", path=str(path), epoch=epoch + 1, global_step=step)
     atomic_write_text(out / "final.json", json.dumps({"w": weights}))
     return 0

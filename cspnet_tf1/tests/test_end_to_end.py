@@ -12,7 +12,7 @@ import utils
 import train
 from common import contract, cputune, events
 from common.banner import parse_banner
-from conftest import python
+from conftest import RECIPE, python, run
 from models import cspdarknet53
 
 tf1 = tf.compat.v1
@@ -53,6 +53,12 @@ def test_case_log_and_loss_file_as_the_original_writes_them(trained):
                              batch_size=16)
     logged = [float(line.split()[6]) for line in stdout.splitlines() if " Loss: " in line]
     assert len(logged) == 6 and got["losses"] == pytest.approx(logged, abs=1e-6)  # 2 epochs x 3 steps
+
+
+def test_the_performance_script_refuses_an_unknown_flag(noise, tmp_path):
+    rc, stdout, stderr = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={noise}",
+                              f"--output_path={tmp_path / 'out'}", "--no_such_flag=1"], check=False)
+    contract.check_refused(rc, stdout + stderr, "--no_such_flag", tmp_path / "out")
 
 
 def test_events_record_the_start_every_logged_step_and_each_checkpoint(trained):

@@ -264,3 +264,17 @@ def test_mixed_precision_on_cpu_trains_in_bfloat16():
     ran_bf16 = {op for op, t in kinds[True] if t == bf16}
     assert {"Conv2D", "Conv2DBackpropFilter"} & {op.replace("_MklNative", "").replace("_Mkl", "") for op in ran_bf16}, \
         sorted(ran_bf16)
+
+
+def test_training_and_test_py_run_mixed_precision_on_accelerators_as_the_original():
+    """The original trains and evaluates (test.py: precision_mode allow_mix_precision) in mixed precision on
+    Ascend; --mixed_precision auto does the same on npu and gpu, float32 on cpu unless asked."""
+    assert utils.mixed_precision("auto", "npu") and utils.mixed_precision("auto", "gpu")
+    assert not utils.mixed_precision("auto", "cpu") and utils.mixed_precision("on", "cpu")
+    assert not utils.mixed_precision("off", "npu")
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    on = rewriter_config_pb2.RewriterConfig.ON
+    assert utils.session_config("gpu", True).graph_options.rewrite_options.auto_mixed_precision == on
+    assert utils.session_config("gpu", False).graph_options.rewrite_options.auto_mixed_precision != on
+    import test as evaluate
+    assert evaluate.parse_args([]).mixed_precision == "auto"

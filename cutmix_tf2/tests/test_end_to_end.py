@@ -13,6 +13,7 @@ from common.banner import parse_banner
 from common.runrecord import KEYS_ACCURACY_FIRST
 from src import checkpointing
 from src.model import TRAINABLE_PARAMS
+from conftest import RECIPE, run
 
 CASE = "cutmix_ID2502_for_TensorFlow2.X_bs8_1p_dynamic_eval_perf"
 EXPORT_ATOL = 1e-5  # exported model vs Keras, softmax outputs (test_export_h5_savedmodel_onnx_match_keras)
@@ -56,6 +57,12 @@ def test_case_log_loss_file_and_duration_line_as_the_original_writes_them(e2e):
     epoch_lines = [line.split() for line in (out / "train_0.log").read_text().splitlines() if "val_loss" in line]
     assert len(got["losses"]) == len(epoch_lines) == 2
     assert got["losses"] == pytest.approx([float(f[5]) for f in epoch_lines], abs=1e-4)
+
+
+def test_the_performance_script_refuses_an_unknown_flag(noise, tmp_path):
+    proc = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={noise}",
+                f"--output_path={tmp_path / 'out'}", "--no_such_flag=1"])
+    contract.check_refused(proc.returncode, proc.stdout + proc.stderr, "--no_such_flag", tmp_path / "out")
 
 
 def test_events_record_resume_initial_weights_steps_and_checkpoints(e2e):

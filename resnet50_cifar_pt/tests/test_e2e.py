@@ -70,6 +70,12 @@ def test_case_log_and_loss_file_as_the_original_means_them(perf_run):
     assert logged and got["losses"] == pytest.approx(logged, abs=1e-4)
 
 
+def test_the_performance_script_refuses_an_unknown_flag(digits, tmp_path):
+    r = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={digits}",
+             f"--output_path={tmp_path / 'out'}", "--no_such_flag=1"])
+    contract.check_refused(r.returncode, r.stdout, "--no_such_flag", tmp_path / "out")
+
+
 def test_events_say_fresh_start_steps_and_checkpoint(perf_run):
     out, _ = perf_run
     kinds = [e["event"] for e in events.read(out)]

@@ -65,6 +65,12 @@ def test_case_log_and_loss_file_in_the_modelzoo_form(perf_run):
     assert said and got['losses'][-1] == pytest.approx(said[-1], abs=1e-5)
 
 
+def test_the_performance_script_refuses_an_unknown_flag(tmp_path):
+    proc = run(['bash', RECIPE / 'test' / 'train_performance_1p.sh', f'--data_path={digits_imagenet().parent}',
+                f'--output_path={tmp_path / "out"}', '--no_such_flag=1'])
+    contract.check_refused(proc.returncode, proc.stdout, '--no_such_flag', tmp_path / 'out')
+
+
 def test_cpu_tuning_line_and_record(perf_run):
     out, log = perf_run
     cputune.assert_reported(log, json.loads((out / 'ZFNet_bs16_1p_perf.json').read_text()), ["onednn_isa"])

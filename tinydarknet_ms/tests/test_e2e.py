@@ -77,6 +77,11 @@ class TestPerformanceScript:
         steps = [e["loss"] for e in events.read(out, "step") if e["rank"] == 0]
         assert len(got["losses"]) == 8 and got["losses"] == pytest.approx(steps, abs=1e-6)
 
+    def test_the_script_refuses_an_unknown_flag(self, digits, tmp_path):
+        proc = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={digits.parent}",
+                    f"--output_path={tmp_path / 'out'}", "--no_such_flag=1"], check=False)
+        contract.check_refused(proc.returncode, proc.stdout, "--no_such_flag", tmp_path / "out")
+
     def test_events_say_what_the_run_did(self, perf_run):
         out, stdout = perf_run
         kinds = [e["event"] for e in events.read(out)]
