@@ -31,7 +31,8 @@ def perf_run(digits, tmp_path_factory):
 def test_cpu_tuning_line_and_record(perf_run):
     out, stdout = perf_run
     record = json.loads((out / f"{CASE}.json").read_text())
-    cputune.assert_reported(stdout, record, ["memory_format", "threads"])
+    cputune.assert_reported(stdout, record, ["memory_format", "threads", "malloc"])
+    assert record["cpu_tuning"]["choices"]["malloc"]["choice"] == "keep"  # glibc here (common/malloc.py)
     assert record["memory_format"] == record["cpu_tuning"]["choices"]["memory_format"]["choice"]
 
 

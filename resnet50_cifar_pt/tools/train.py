@@ -32,7 +32,7 @@ from mmcls.datasets import build_dataset  # noqa: E402
 from mmcls.models import build_classifier  # noqa: E402
 
 import mmcls_ext  # noqa: E402,F401  (registers CIFAR100Local, the runner, the hooks, the safe loader)
-from common import cli, cputune, events, throughput  # noqa: E402
+from common import cli, cputune, events, malloc, throughput  # noqa: E402
 from common.runrecord import KEYS_ACCURACY_FIRST, CaseLogSpec, case_name, finish_run  # noqa: E402
 from mmcls_ext import hooks, report, training  # noqa: E402
 from mmcls_ext.checkpoint import safe_load, save_checkpoint  # noqa: E402
@@ -119,6 +119,7 @@ def parse_args(argv=None):
 def setup(args) -> training.Context:
     """Config, device and ranks, seed, the CPU-tuning line; checks the checkpoint named to resume from. Writes
     nothing: resume() makes the work dir and its log, once create_data() has read the inputs."""
+    malloc.keep_freed_memory()  # before the model and the first step: freed tensor memory is reused (common/malloc.py)
     cfg = training.load_run_config(args)
     device, distributed, local_index, rank, world_size = training.init_processes(args)
     cfg.device = device
