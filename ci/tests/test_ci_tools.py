@@ -281,3 +281,15 @@ def test_smoke_stops_a_recipe_at_its_first_failing_step_and_exits_1(tmp_path, mo
     out = capsys.readouterr().out
     assert "smoke fake train: ok" in out and "smoke fake eval: FAILED: exit 3" in out and "evaluating" in out
     assert "smoke fake export" not in out and not (tmp_path / "out" / "fake" / "never").exists()
+
+
+def test_ab_perf_summary_states_the_change_and_the_noise_of_each_side():
+    from ci import ab_perf
+    runs = [{"side": s, "images_per_sec": x} for s, x in (("old", 10.0), ("new", 9.0), ("new", 9.4), ("old", 10.4))]
+    s = ab_perf.summarise(runs)
+    assert s["old"] == [10.0, 10.4] and s["new"] == [9.0, 9.4]
+    assert s["change"] == round(9.2 / 10.2 - 1, 4) and s["noise"] == round(0.4 / 9.2, 4)
+    row = ab_perf.table({"r": {"summary": s}}).splitlines()[2]
+    assert row == "| r | 10.00, 10.40 | 9.00, 9.40 | 10.20 | 9.20 | -9.8% | 4.3% |"
+    with pytest.raises(SystemExit):
+        ab_perf.main(["no_such_recipe", "--old", "HEAD"])
