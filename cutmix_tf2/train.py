@@ -130,7 +130,8 @@ def create_data(args, ctx) -> runtime.Data:
         raise cli.RecipeError(f"{args.data_dir}: {len(x_test)} test images do not fill one batch of {global_batch}")
     x_shard, y_shard = shard(x_train, y_train, ctx.rank, ctx.world)
     y_shard = one_hot(y_shard)
-    opts = dict(batch_size=args.batch_size, use_cutmix=not args.no_cutmix, drop_remainder=drop, steps=steps)
+    opts = dict(batch_size=args.batch_size, use_cutmix=not args.no_cutmix, drop_remainder=drop, steps=steps,
+                shuffle_baseline=args.shuffle_baseline)
 
     def train_from(first_epoch):
         if ctx.world == 1:
@@ -148,7 +149,8 @@ def create_data(args, ctx) -> runtime.Data:
     if args.save_samples and ctx.is_chief:
         from src.samples import save_grid
         sample_x, sample_y = next(iter(pipeline.train_epoch(x_shard, y_shard, 0, args.seed, 16,
-                                                            use_cutmix=not args.no_cutmix)))
+                                                            use_cutmix=not args.no_cutmix,
+                                                            shuffle_baseline=args.shuffle_baseline)))
         ctx.say(f"wrote {save_grid(sample_x.numpy(), sample_y.numpy(), names, ctx.out / 'cutmix_samples.png')}")
     return runtime.Data(train=train_from, test=test_ds, steps=steps, global_batch=global_batch, shard=shard_info)
 

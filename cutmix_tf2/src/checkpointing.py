@@ -167,13 +167,78 @@ def restore(path, model) -> int:
     return meta["epoch"]
 
 
-def load_model(path):
-    """A compiled Keras model from any of: ``model.h5``, a SavedModel folder, an ``epoch_NNNN`` checkpoint,
-    or a training output folder (its ``model.h5``, else its newest valid checkpoint)."""
+def _kind(layer_name):
+    """``conv2d_22`` -> ``conv2d``: the layer kind in a Keras automatic name, without its per-process number."""
+    return re.sub(r"_\d+$", "", layer_name)
+
+
+def _decode(values):
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def h5_kind(path):
+    """``"weights"`` for a ``model.save_weights`` HDF5 file (no architecture in it), ``"model"`` for a whole
+    ``model.save`` one, None for anything else (not HDF5, unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(str(path), "r") as f:
+            if "model_config" in f.attrs:
+                return "model"
+            return "weights" if "layer_names" in f.attrs else None
+    except (OSError, ValueError):
+        return None
+
+
+def load_weights_h5(path, model) -> str:
+    """Fill ``model`` from a ``save_weights`` HDF5 file; returns how: ``"name"`` or ``"order"``.
+
+    By name when the file's layers with weights carry exactly the model's names (keras-io's fresh-session names,
+    which src.model gives): every layer gets the group of its own name. A keras-io process numbers the layers of
+    every model it builds after the first on (its trained model is ``conv2d_22``, ...), so a file whose names
+    differ only in those numbers (the same layer kinds in the same order) is loaded by layer order, which is
+    what Keras' own ``load_weights`` (and keras-io's reload of ``initial_weights.h5``) does. Anything else, or a
+    weight of another shape, is refused: a weights file has no architecture to fall back on.
+    """
+    import h5py
+
+    ours = [layer.name for layer in model.layers if layer.weights]
+    try:
+        with h5py.File(str(path), "r") as f:
+            saved = [n for n in _decode(f.attrs["layer_names"])
+                     if n in f and len(f[n].attrs.get("weight_names", [])) > 0]
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable weights file ({exc})") from None
+    if sorted(saved) == sorted(ours):
+        by = "name"
+    elif [_kind(n) for n in saved] == [_kind(n) for n in ours]:
+        by = "order"
+    else:
+        diff = next((i for i, (a, b) in enumerate(zip(saved, ours)) if _kind(a) != _kind(b)),
+                    min(len(saved), len(ours)))
+        raise CheckpointError(f"{path}: not this recipe's ResNet-20 weights ({len(saved)} layers with weights, the "
+                              f"model has {len(ours)}; layer {diff}: file "
+                              f"{saved[diff] if diff < len(saved) else '-'}, model "
+                              f"{ours[diff] if diff < len(ours) else '-'})")
+    try:
+        model.load_weights(str(path), by_name=by == "name")
+    except ValueError as exc:  # a weight of another shape or count
+        raise CheckpointError(f"{path}: {str(exc).splitlines()[0][:200]}") from None
+    return by
+
+
+def load_model(path, info=None):
+    """A compiled Keras model from any of: ``model.h5`` (``model.save``), a weights-only HDF5 file
+    (``model.save_weights``, e.g. keras-io's or the original's ``initial_weights.h5``: loaded into
+    src.model's ResNet-20), a SavedModel folder, an ``epoch_NNNN`` checkpoint, or a training output folder (its
+    ``model.h5``, else its newest valid checkpoint). ``info``: a dict that gets ``weights_loaded_by``
+    (``"name"`` / ``"order"`` for a weights-only file, else None)."""
     import tf_keras as keras
 
     from src.model import compile_model, resnet_v1
 
+    info = {} if info is None else info
+    info["weights_loaded_by"] = None
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint path does not exist")
@@ -189,6 +254,10 @@ def load_model(path):
         model = compile_model(resnet_v1())
         restore(path, model)
         return model, path
+    if path.is_file() and h5_kind(path) == "weights":
+        model = resnet_v1()
+        info["weights_loaded_by"] = load_weights_h5(path, model)
+        return compile_model(model), path
     try:
         model = keras.models.load_model(str(path), compile=False)
     except (OSError, ValueError, IOError) as exc:

@@ -50,7 +50,11 @@ def _added_flags(p):
     o.add_argument("--config", default=str(DEFAULT_CONFIG),
                    help="JSON file of defaults (keys = flag names); the command line wins")
     o.add_argument("--output_path", default="./output", help="checkpoints, model, logs and records go here")
-    o.add_argument("--no_cutmix", action="store_true", help="baseline: plain shuffled batches, no CutMix")
+    o.add_argument("--no_cutmix", action="store_true",
+                   help="keras-io's baseline: no CutMix, the training images in file order (not shuffled)")
+    o.add_argument("--shuffle_baseline", action="store_true",
+                   help="with --no_cutmix: shuffle the training images (1024-image buffer, reshuffled every "
+                        "epoch), which keras-io's baseline does not")
     o.add_argument("--save_samples", action="store_true",
                    help="write cutmix_samples.png: a grid of augmented training images with mixed labels")
     o.add_argument("--seed", type=int, default=42, help="seeds initial weights, shuffling and CutMix")
@@ -82,6 +86,10 @@ def parse(argv=None, description=None):
     pre.add_argument("--config", default=str(DEFAULT_CONFIG))
     known, _ = pre.parse_known_args(argv)
     try:
-        return config.parse_args(parser, argv, config=known.config)
+        args = config.parse_args(parser, argv, config=known.config)
     except config.ConfigError as exc:
         parser.error(str(exc))
+    if args.shuffle_baseline and not args.no_cutmix:
+        # refused rather than ignored: the CutMix stream is always shuffled (as the original)
+        parser.error("--shuffle_baseline: only with --no_cutmix (the CutMix stream is always shuffled)")
+    return args

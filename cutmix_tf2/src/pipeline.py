@@ -86,8 +86,13 @@ def _shuffle(ds, seed):
         graph.seed = saved
 
 
-def _one_epoch(x, y, epoch, seed, batch_size, use_cutmix=True, drop_remainder=False, steps=None):
-    """The batches of one epoch: two independently shuffled copies zipped, shuffled, batched, CutMix'ed."""
+def _one_epoch(x, y, epoch, seed, batch_size, use_cutmix=True, drop_remainder=False, steps=None,
+               shuffle_baseline=False):
+    """The batches of one epoch: two independently shuffled copies zipped, shuffled, batched, CutMix'ed.
+
+    Without CutMix: keras-io's baseline (``train_ds_simple``), the training set in file order every epoch, not
+    shuffled; ``shuffle_baseline`` shuffles it (one copy, the same 1024-sample buffer), which keras-io does not.
+    """
     # Shuffling and zipping move whole samples; everything that computes (uint8 -> float, CutMix) runs once
     # per batch on [B, 32, 32, 3] tensors: per-sample map functions cost ~8x more pipeline time (BENCHMARKS.md)
     def copy(stream):
@@ -101,8 +106,8 @@ def _one_epoch(x, y, epoch, seed, batch_size, use_cutmix=True, drop_remainder=Fa
             lambda i, pair: cutmix(preprocess_image(*pair[0]), preprocess_image(*pair[1]), base + tf.stack([0, i])),
             num_parallel_calls=AUTOTUNE)
     else:
-        ds = copy(0).batch(batch_size, drop_remainder=drop_remainder).map(preprocess_image,
-                                                                          num_parallel_calls=AUTOTUNE)
+        ds = copy(0) if shuffle_baseline else tf.data.Dataset.from_tensor_slices((x, y))
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(preprocess_image, num_parallel_calls=AUTOTUNE)
     return ds.take(steps) if steps else ds
 
 

@@ -1,5 +1,6 @@
 """CutMix and the tf.data pipeline: box geometry, pixel-exact pasting, label weights, reproducibility."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from common import cli
@@ -127,3 +128,50 @@ def test_no_cutmix_gives_one_hot_labels_and_untouched_images():
     originals = {x[i].tobytes() for i in range(40)}
     for img in images.numpy():
         assert np.round(img * 255).astype(np.uint8).tobytes() in originals
+
+
+def _baseline_epochs(data_dir, tmp_path, *flags, epochs=2):
+    """The training batches train.py's own create_data gives a --no_cutmix run (8 per batch), per epoch:
+    ([uint8 images of epoch 0, ...], [labels of epoch 0, ...]) and the data's arrays."""
+    import train
+    from src import runtime
+    args = train.parse_args([f"--data_dir={data_dir}", f"--output_path={tmp_path}", "--batch_size=8",
+                             f"--epochs={epochs}", "--no_cutmix", *flags])
+    ctx = runtime.Context(rank=0, world=1, arrays=runtime.check_inputs(args), out=tmp_path)
+    data = train.create_data(args, ctx)
+    batches = list(data.train(0))
+    assert len(batches) == data.steps * epochs
+    images, labels = [], []
+    for e in range(epochs):
+        part = batches[e * data.steps:(e + 1) * data.steps]
+        images.append(np.round(np.concatenate([b[0].numpy() for b in part]) * 255).astype(np.uint8))
+        labels.append(np.concatenate([b[1].numpy() for b in part]))
+    return images, labels, ctx.arrays
+
+
+def test_no_cutmix_feeds_the_training_set_in_file_order_every_epoch_as_keras_io(noise, tmp_path):
+    # keras-io's baseline (train_ds_simple) is from_tensor_slices -> map -> batch: never shuffled
+    images, labels, (x_train, y_train, *_) = _baseline_epochs(noise, tmp_path)
+    for epoch_images, epoch_labels in zip(images, labels):
+        np.testing.assert_array_equal(epoch_images, x_train)
+        np.testing.assert_array_equal(epoch_labels, one_hot(y_train))
+
+
+def test_shuffle_baseline_shuffles_each_epoch_differently(noise, tmp_path):
+    images, labels, (x_train, y_train, *_) = _baseline_epochs(noise, tmp_path, "--shuffle_baseline")
+    index = {x_train[i].tobytes(): i for i in range(len(x_train))}
+    assert len(index) == len(x_train)  # noise images are distinct: each shown image names its source row
+    orders = []
+    for epoch_images, epoch_labels in zip(images, labels):
+        order = [index[img.tobytes()] for img in epoch_images]
+        assert sorted(order) == list(range(len(x_train)))  # every image once per epoch
+        np.testing.assert_array_equal(epoch_labels, one_hot(y_train[order]))  # labels travel with their images
+        orders.append(order)
+    assert orders[0] != list(range(len(x_train))) and orders[0] != orders[1]
+
+
+def test_shuffle_baseline_without_no_cutmix_is_refused(noise, tmp_path, capsys):
+    import train
+    with pytest.raises(SystemExit) as exc:
+        train.parse_args([f"--data_dir={noise}", f"--output_path={tmp_path}", "--shuffle_baseline"])
+    assert exc.value.code == 2 and "--shuffle_baseline: only with --no_cutmix" in capsys.readouterr().err
