@@ -36,6 +36,8 @@ def build_parser():
     p.add_argument('--vet_images', type=cli.str2bool, default=True, help='decode every image once before evaluating')
     p.add_argument('--workers', type=cli.positive_int, default=None, help='data pipeline threads')
     p.add_argument('--result_file', default=None, help='also write the result as JSON here')
+    p.add_argument('--logits_file', default=None,
+                   help="also save every image's logits, label and path here (.npz; ours, for comparing outputs)")
     return p
 
 
@@ -51,7 +53,7 @@ def main(argv=None):
 
     from src.config import get_config
     from src.dataset import create_dataset_imagenet, load_split
-    from src.eval_callback import evaluate
+    from src.eval_callback import LogitsCollector, eval_metrics, evaluate
     from src.sppnet import SppNet
     from src.utils import resolve_device_target
 
@@ -81,12 +83,15 @@ def main(argv=None):
     load_into(net, params, args.ckpt_path, f'{args.test_model} at image size {image_size}')
     net.set_train(False)
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction='mean')
-    model = Model(net, loss_fn=loss, metrics={'top_1_accuracy', 'top_5_accuracy'})
+    collector = LogitsCollector() if args.logits_file else None
+    model = Model(net, loss_fn=loss, metrics=eval_metrics(collector))
     dataset = create_dataset_imagenet(samples, batch_size, args.test_model, False, image_size, workers=args.workers)
     print('============== Starting Testing ==============')
     print(f'load checkpoint from [{args.ckpt_path}].')
     res = evaluate(model, dataset, args.dataset_sink_mode)
     print(f'result : {res}')
+    if collector is not None:
+        collector.save(args.logits_file, [path for path, _ in samples])
     if args.result_file:
         atomic_write_text(args.result_file, json.dumps(dict(res, images=len(samples), ckpt=args.ckpt_path,
                                                              image_size=image_size), indent=2) + '\n')

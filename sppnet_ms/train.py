@@ -228,15 +228,18 @@ def train(args, ctx, model, data, loss_fn, optimizer, state):
 
 
 def train_one_epoch(args, ctx, loop, data, epoch):
-    """One ``Model.train`` call of one epoch (``initial_epoch`` keeps MindSpore's epoch numbers); the StepMonitor
-    callback times, logs and records its steps. Returns (mean loss, input size, seconds)."""
+    """One ``Model.train`` call of one epoch (``initial_epoch`` keeps MindSpore's epoch numbers, which count sinks in
+    sink mode); the StepMonitor callback times, logs and records its steps. Returns (mean loss, input size, seconds)."""
     t0 = time.time()
     dataset, size = data.train(epoch)
     if args.train_model == 'sppnet_mult':
         ctx.log(f"================ Epoch:{epoch + 1} (input {size}) ==================")
     loop.monitor.begin_epoch(epoch + 1, epoch * data.steps_per_epoch, graph_key=size)
-    loop.trainer.train(epoch + 1, dataset, callbacks=[loop.monitor], dataset_sink_mode=ctx.sink,
-                       sink_size=data.steps_per_epoch if ctx.sink else -1, initial_epoch=epoch)
+    # in sink mode MindSpore counts sinks as epochs: an epoch of n sinks is MindSpore's epochs epoch*n+1..(epoch+1)*n
+    # (n = 1 except in a one-epoch sink run, src/training.sink_plan); without sink, n = 1 and one pass is one epoch
+    n = loop.sinks_per_epoch
+    loop.trainer.train((epoch + 1) * n, dataset, callbacks=[loop.monitor], dataset_sink_mode=ctx.sink,
+                       sink_size=loop.sink_size if ctx.sink else -1, initial_epoch=epoch * n)
     loop.progress.end_epoch()
     seconds = time.time() - t0
     loss = loop.monitor.epoch_loss

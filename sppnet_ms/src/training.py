@@ -1,6 +1,7 @@
 """What train.py's steps share: the run context, the LR schedule, resume, and the state of the epoch loop."""
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -55,9 +56,50 @@ def init_device(args):
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, device_num=group_size,
                                      gradients_mean=args.gradients_mean)
     amp_level = default_amp_level(target) if args.amp_level == 'auto' else args.amp_level
-    sink = (target != 'CPU') if args.dataset_sink_mode is None else args.dataset_sink_mode
+    sink = effective_sink(target, args.dataset_sink_mode, log=print if rank == 0 else None)
     # events beside the run records (finish_run's folder), so one run has one events.jsonl
     return RunContext(target, amp_level, sink, args.output_path or args.ckpt_path, rank, group_size)
+
+
+def effective_sink(target, requested, log=None):
+    """Whether training really sinks the dataset: the default is the original's (on, except on CPU).
+
+    MindSpore 2.10's ``Model.train`` runs a CPU job without sink whatever it is asked (model.py: "The CPU cannot
+    support dataset sink mode currently"), calling the callbacks once per step: a run that believed it sank would
+    round its warm-up up to whole "sinks" that never happen, and would split its epochs into sinks that the
+    fallback runs as whole passes. So on CPU the flag is honoured as what MindSpore does: off, said in one line."""
+    if requested is None:
+        return target != 'CPU'
+    if requested and target == 'CPU':
+        if log is not None:
+            log("dataset sink mode: MindSpore's CPU backend trains without sink (Model.train falls back to "
+                "per-step feeding), so this run does too")
+        return False
+    return bool(requested)
+
+
+def sink_plan(steps_per_epoch, epochs_to_run, sink):
+    """(sinks per epoch, steps per sink) of ``Model.train``.
+
+    Without sink, or with more than one epoch to run: one sink per epoch (the original's ``sink_size`` = the
+    epoch), and the throughput warm-up is the whole first epoch, which holds the graph compilation. A run of one
+    epoch (the performance script's) with sink has no second epoch to time: one sink would make its only callback
+    hold both compilation and every step, so the epoch is split into sinks of its largest proper divisor (at least
+    two sinks, all of equal size, the data of one pass); the first sink, with the compilation, is the warm-up
+    (``common.throughput.warmup_steps`` rounds up to whole sinks) and the others are timed."""
+    if not sink or epochs_to_run > 1 or steps_per_epoch < 2:
+        return 1, steps_per_epoch
+    smallest_factor = next(f for f in range(2, steps_per_epoch + 1) if steps_per_epoch % f == 0)
+    return smallest_factor, steps_per_epoch // smallest_factor
+
+
+class SinkStepMonitor(StepMonitor):
+    """StepMonitor for epochs made of several sinks (``sink_plan``): MindSpore numbers every sink as an epoch, so
+    its epoch-begin hook must not start a new epoch (which would drop the losses of the earlier sinks); the recipe
+    starts each epoch with ``begin_epoch`` before its ``Model.train`` call. Only the step clock is restarted."""
+
+    def on_train_epoch_begin(self, run_context):
+        self._t0 = time.perf_counter()
 
 
 def learning_rates(cfg, steps_per_epoch):
@@ -160,6 +202,8 @@ class Loop:
     start_epoch: int
     params: int
     image_size: int
+    sinks_per_epoch: int = 1  # sink mode: Model.train sinks per epoch, of sink_size steps (sink_plan)
+    sink_size: int = 0
     last_eval: Optional[dict] = None
 
     @classmethod
@@ -169,10 +213,13 @@ class Loop:
         epochs_left = cfg.epoch_size - state.epoch
         progress = Progress(max(1, epochs_left * spe), cfg.batch_size, enabled=ctx.primary,
                             every=max(1, min(50, spe // 2)))
-        # in sink mode one callback covers a whole sink (an epoch): the warm-up is rounded up to whole sinks
+        # in sink mode one callback covers a whole sink: the warm-up is rounded up to whole sinks, and a one-epoch
+        # run is split into several sinks so that some are timed after the compiling one (sink_plan)
+        sinks, sink_size = sink_plan(spe, max(1, epochs_left), ctx.sink)
         meter = ThroughputMeter(cfg.batch_size, world_size=ctx.group_size,
-                                warmup_steps=warmup_steps(spe, max(1, epochs_left), group=spe if ctx.sink else 1))
-        monitor = StepMonitor(meter, progress, lambda i: float(lr[min(i, len(lr) - 1)]), events_dir=ctx.out_dir,
+                                warmup_steps=warmup_steps(spe, max(1, epochs_left), group=sink_size if ctx.sink else 1))
+        monitor_cls = SinkStepMonitor if sinks > 1 else StepMonitor
+        monitor = monitor_cls(meter, progress, lambda i: float(lr[min(i, len(lr) - 1)]), events_dir=ctx.out_dir,
                               rank=ctx.rank)
         evaluator = EvalCallBack(trainer, data.eval, net, args.ckpt_path, lambda: _meta(args, net, data.classes),
                                  save=ctx.primary, log=ctx.log)
@@ -180,7 +227,7 @@ class Loop:
         records = EpochRecords(args, ctx, net, lr, spe, resumed=state.epoch > 0)
         series = checkpoint_series(args, ctx, ctx.rank) if ctx.primary or args.rank_checkpoints else None
         return cls(net, opt, trainer, monitor, meter, progress, evaluator, series, records,
-                   spe, state.epoch, count_params(net), args.image_size)
+                   spe, state.epoch, count_params(net), args.image_size, sinks_per_epoch=sinks, sink_size=sink_size)
 
     def start_message(self, args, ctx, data, state):
         return (f"============== Starting Training: {args.train_model} on {ctx.target} ({ctx.amp_level}), "
@@ -220,7 +267,9 @@ class Loop:
                 'compile_seconds': round(self.meter.warmup_seconds + self.monitor.compile_seconds, 3),
                 'steps_per_epoch': self.steps_per_epoch, 'start_epoch': self.start_epoch,
                 'best_ckpt': os.path.abspath(ev.best_path) if ev.best_epoch else None,
-                'dataset_sink_mode': ctx.sink, 'gradients_mean': args.gradients_mean}
+                'dataset_sink_mode': ctx.sink, 'sink_size': self.sink_size if ctx.sink else None,
+                'sinks_per_epoch': self.sinks_per_epoch if ctx.sink else None,
+                'gradients_mean': args.gradients_mean}
 
 
 def _num_classes(net):
