@@ -83,3 +83,18 @@ r50_train_8p() {
     --master_addr="$master" --master_port="${PORT:-29500}" --max-restarts="$max_restarts" \
     tools/train.py "${R50_ARGS[0]}" --seed 0 --launcher pytorch "${R50_ARGS[@]:1}" ${R50_PERF_REPORT:+--perf-report}
 }
+
+# The original scripts source test/env_npu.sh (the CANN environment) unless etp_running_flag=true; here also
+# only when a CANN stack is installed, so CPU and GPU hosts run unchanged (MZ_ASCEND_ROOT: see env_npu.sh).
+r50_has_cann() {
+  local root=${MZ_ASCEND_ROOT:-}
+  if [ -z "$root" ] && [ -f /etc/Ascend/ascend_cann_install.info ]; then
+    root=$(sed -n 's/^Install_Path=//p' /etc/Ascend/ascend_cann_install.info | head -n 1)
+  fi
+  root=${root:-/usr/local/Ascend}
+  [ -f "$root/ascend-toolkit/set_env.sh" ] || [ -f "$root/nnae/set_env.sh" ]
+}
+if [ "${etp_running_flag:-}" != "true" ] && r50_has_cann; then
+  source "$MZ_RECIPE_DIR/test/env_npu.sh"
+fi
+

@@ -233,7 +233,7 @@ def test_wrong_image_shape(capsys, tmp_path, noise, monkeypatch):
 
 
 @pytest.mark.parametrize("script", sorted(p.relative_to(RECIPE).as_posix() for p in RECIPE.glob("test/train_*.sh"))
-                         + ["tools/dist_train.sh"])
+                         + ["tools/dist_train.sh", "tools/dist_test.sh"])
 def test_script_help_prints_usage_and_exits_0(script):
     r = run(["bash", RECIPE / script, "-h"], timeout=60)
     assert r.returncode == 0 and r.stdout.strip() and "ERROR" not in r.stdout, r.stdout
