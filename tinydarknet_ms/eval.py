@@ -25,10 +25,11 @@ from src.CrossEntropySmooth import CrossEntropySmooth  # noqa: E402
 from src.config import device_id_from_env, get_config  # noqa: E402
 from src.dataset import create_dataset_imagenet, find_split, load_samples  # noqa: E402
 from src.tinydarknet import TinyDarkNet  # noqa: E402
-from src.utils import detect_device, setup_context  # noqa: E402
+from src.utils import LogitsCollector, detect_device, eval_metrics, setup_context  # noqa: E402
 
 KEYS = ["device_target", "device_id", "dataset_name", "data_path", "val_data_dir", "num_classes",
-        "image_size", "batch_size", "num_parallel_workers", "check_images", "skip_bad_images", "checkpoint_path"]
+        "image_size", "batch_size", "num_parallel_workers", "check_images", "skip_bad_images", "checkpoint_path",
+        "logits_file"]
 
 
 def main(argv=None):
@@ -52,7 +53,8 @@ def main(argv=None):
     load_into(net, params, cfg.checkpoint_path, f"Tiny-DarkNet with num_classes={cfg.num_classes}")
     net.set_train(False)
     loss = CrossEntropySmooth(sparse=True, reduction="mean", smooth_factor=0.0, num_classes=cfg.num_classes)
-    model = Model(net, loss_fn=loss, metrics={"top_1_accuracy", "top_5_accuracy"})
+    collector = LogitsCollector() if cfg.logits_file else None
+    model = Model(net, loss_fn=loss, metrics=eval_metrics(collector))
     data = create_dataset_imagenet(samples, False, cfg.batch_size, cfg.image_size,
                                    num_parallel_workers=cfg.num_parallel_workers)
     acc = model.eval(data, dataset_sink_mode=False)
@@ -60,6 +62,8 @@ def main(argv=None):
     print(f"evaluated {len(samples)} images from {val_dir} with {cfg.checkpoint_path}")
     print("accuracy: ", acc)
     print("result:", json.dumps(acc))
+    if collector is not None:
+        collector.save(cfg.logits_file, [path for path, _ in samples])
     return 0
 
 

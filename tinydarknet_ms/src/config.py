@@ -70,6 +70,8 @@ KEYS = {
     # checkpoints and evaluation
     "pre_trained": (str2bool, False, "initialise the network from checkpoint_path before training"),
     "checkpoint_path": (str, "", "checkpoint for pre_trained, eval.py and export.py"),
+    "logits_file": (str, "", "eval.py: also save every val image's logits, label and path here (.npz; ours, for "
+                             "comparing outputs); empty = not saved"),
     "ckpt_save_dir": (str, "checkpoints", "checkpoints go to <ckpt_save_dir>/<rank>/ (relative: under output_path)"),
     "save_checkpoint_epochs": (positive_int, 50, "save every N epochs (and after the last epoch)"),
     "keep_checkpoint_max": (positive_int, 1, "keep the newest N checkpoints"),

@@ -77,6 +77,16 @@ class TestPerformanceScript:
         steps = [e["loss"] for e in events.read(out, "step") if e["rank"] == 0]
         assert len(got["losses"]) == 8 and got["losses"] == pytest.approx(steps, abs=1e-6)
 
+    def test_loss_is_line_is_the_epochs_last_step_as_the_originals_loss_monitor(self, perf_run):
+        """The original's LossMonitor in sink mode (its default on Ascend/GPU, one sink per epoch) printed once per
+        epoch: ``epoch: N step: <steps per epoch>, loss is <the sink's last step's loss>``. Ours prints the same
+        line after every epoch: the loss of the epoch's last step (from the step events), not a mean."""
+        out, stdout = perf_run
+        said = re.findall(r"^epoch: (\d+) step: (\d+), loss is (\S+)$", stdout, re.M)
+        last = {e["epoch"]: e["loss"] for e in events.read(out, "step") if e["rank"] == 0 and e["step"] == 4}
+        assert [(int(e), int(s)) for e, s, _ in said] == [(1, 4), (2, 4)]
+        assert [float(x) for _, _, x in said] == pytest.approx([last[1], last[2]], abs=1e-6)
+
     def test_the_script_refuses_an_unknown_flag(self, digits, tmp_path):
         proc = run(["bash", RECIPE / "test" / "train_performance_1p.sh", f"--data_path={digits.parent}",
                     f"--output_path={tmp_path / 'out'}", "--no_such_flag=1"], check=False)
