@@ -69,7 +69,9 @@ RECIPES = {
                        "args": ["--train_epochs=2", "--batch_size=32"],
                        "before": [MS_ONEDNN_BEFORE,
                                   ("nn.LeakyReLU's maximum(0.2x, x) (--leaky_relu max, the original's) against "
-                                   "auto (mix on CPU: 0.2x + 0.8 relu(x))", {}, ["--leaky_relu=max"])]},
+                                   "auto (mix on CPU: 0.2x + 0.8 relu(x))", {}, ["--leaky_relu=max"]),
+                                  ("nn.MaxPool2d (--max_pool nn, the original's) against auto (the compiled 2x2 "
+                                   "pool where the probe finds it faster)", {}, ["--max_pool=nn"])]},
 }
 # what the originals report on their accelerators (shared/reference/originals.md), as images/sec per card
 ORIGINAL_GPU = {

@@ -631,10 +631,11 @@ def run_rank_trial(job: Job, rng, data, work: Path, ref: Path, step_sec) -> dict
     trial["newest_common"] = max(set.intersection(*held), default=0)
     second = job_run(job, data, run, work / "resumed.log", resume=True)
     resumed = second["resumed"]
+    trial["last_step_before_kill"] = max(first["last_step"].values())
     trial.update(rc=second["rc"], finished=second["rc"] == 0, resumed=resumed,
                  agreed=sorted(resumed) == [0, 1] and len(set(resumed.values())) == 1,
-                 from_newest_common=set(resumed.values()) == {trial["newest_common"]},
                  temps_left=temps(run), seconds=round(first["seconds"] + second["seconds"], 1))
+    trial.update(resume_judged(trial))
     if not trial["finished"]:
         trial["tail"] = second["log"][-2000:]
         return trial
@@ -642,6 +643,21 @@ def run_rank_trial(job: Job, rng, data, work: Path, ref: Path, step_sec) -> dict
                                                                    run / job.events_dir / path, loader)
                         for r, files in job.finals.items() for loader, path in files}
     return trial
+
+
+def resume_judged(trial) -> dict:
+    """Whether the ranks resumed the newest checkpoint that every saving rank held at the kill.
+
+    Held = logged (a ``checkpoint`` event) or finished on disk: a rank killed after renaming a checkpoint into
+    place and before logging it leaves a complete checkpoint without its event, and resuming from that one is
+    right (the resumed run loads it and must still end bit-exact). So the step resumed must be the newest
+    logged common one, or a newer one no later than the last step run before the kill (counted apart as
+    ``resumed_unlogged``)."""
+    steps = set((trial.get("resumed") or {}).values())
+    step = min(steps) if len(steps) == 1 else None
+    newest, last = trial["newest_common"], trial.get("last_step_before_kill", trial["newest_common"])
+    return {"from_newest_common": step is not None and newest <= step <= last,
+            "resumed_unlogged": step is not None and newest < step <= last}
 
 
 def run_job_trials(name, job: Job, trials, seed, work: Path, keep=False, log=print) -> dict:
@@ -706,6 +722,7 @@ def summarise_rank_trials(trials) -> dict:
         "processes_left": sum(t["processes_left"] for t in killed),
         "agreed": sum(bool(t.get("agreed")) for t in killed),
         "from_newest_common": sum(bool(t.get("from_newest_common")) for t in killed),
+        "resumed_unlogged": sum(bool(t.get("resumed_unlogged")) for t in killed),
         "finished": sum(bool(t.get("finished")) for t in trials),
         "bit_exact": sum(bool(t.get("compare")) and all(c.get("identical") for c in t["compare"].values())
                          for t in trials),
@@ -720,10 +737,11 @@ def summarise_rank_trials(trials) -> dict:
 def markdown_ranks(results) -> str:
     return table(["recipe", "trials", "killed rank 0 / rank 1", "job ended non-zero",
                   "slowest exit after the kill (s)", "processes left", "every rank resumed the same step",
-                  "... the newest every saving rank held", "finished", "bit-exact on both ranks", "within tolerance",
+                  "... the newest every saving rank held (of them: saved, not yet logged)", "finished", "bit-exact on both ranks", "within tolerance",
                   "failures", "largest weight diff", "runs left with temp files", "seconds"], results, lambda r, s: [
         r["recipe"], s["trials"], f"{s['killed_rank_0']} / {s['killed_rank_1']}", s["job_failed"],
-        s["max_exit_seconds"], s["processes_left"], s["agreed"], s["from_newest_common"], s["finished"],
+        s["max_exit_seconds"], s["processes_left"], s["agreed"], f"{s['from_newest_common']} ({s.get('resumed_unlogged', 0)})",
+        s["finished"],
         s["bit_exact"], s["within_tolerance"], s["failures"], f"{s['max_abs_diff']:.3g}",
         s["runs_with_temps_left"], r["seconds"]])
 

@@ -34,6 +34,7 @@ from src.config import device_id_from_env, get_config  # noqa: E402
 from src.dataset import create_dataset_imagenet, find_split, find_val_split, load_samples  # noqa: E402
 from src.epoch_log import EpochLog  # noqa: E402
 from src.lr_scheduler import warmup_cosine_annealing_lr, warmup_step_lr  # noqa: E402
+from src.max_pool import resolve as resolve_max_pool  # noqa: E402
 from src.tinydarknet import TinyDarkNet, count_params  # noqa: E402
 from src.utils import (checkpoint_series, detect_device, global_step_of, is_distributed, resolve_amp,  # noqa: E402
                        resolve_leaky, restore_training, setup_context)
@@ -53,6 +54,7 @@ class Context(RankLog):
     group_size: int
     leaky: str
     amp_level: str
+    max_pool: str  # kernel | nn (src/max_pool.py)
     output_path: Path
     ckpt_dir: Path  # <ckpt_save_dir>/<rank>/: each rank saves its own checkpoints, as the original did
     checkpoints: CheckpointSeries  # train_tinydarknet_<dataset>-<epoch>_<step>.ckpt in ckpt_dir
@@ -89,8 +91,9 @@ def setup(args):
     ckpt_dir = ckpt_root / str(rank)
     checkpoints = checkpoint_series(ckpt_dir, f"train_tinydarknet_{args.dataset_name}", args.keep_checkpoint_max,
                                     output_path, rank, world=group_size)
-    ctx = Context(device, rank, group_size, leaky, resolve_amp(args.amp_level, device), output_path, ckpt_dir,
-                  checkpoints)
+    amp_level = resolve_amp(args.amp_level, device)
+    max_pool = resolve_max_pool(args.max_pool, device, args.image_size, amp_level)
+    ctx = Context(device, rank, group_size, leaky, amp_level, max_pool, output_path, ckpt_dir, checkpoints)
     if ctx.primary:
         cputune.announce()  # the host's CPU and what was probed on it (oneDNN's ISA level: src/__init__.py)
     return ctx
@@ -99,7 +102,7 @@ def setup(args):
 # ---- model, data, loss, optimiser -----------------------------------------------------------------------------
 def create_model(args, ctx):
     """The seeded Tiny-DarkNet (or --checkpoint_path's weights with --pre_trained); records its digest."""
-    net = TinyDarkNet(num_classes=args.num_classes, leaky=ctx.leaky)
+    net = TinyDarkNet(num_classes=args.num_classes, leaky=ctx.leaky, max_pool=ctx.max_pool)
     if args.pre_trained:
         load_into(net, load_ckpt(args.checkpoint_path), args.checkpoint_path,
                   f"Tiny-DarkNet with num_classes={args.num_classes}")

@@ -25,7 +25,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_tinydarknet_") as scratch:  # takes the recipe's events.jsonl
         cfg = recipe.parse_args([f"--data_path={args.data}", f"--batch_size={bs}", f"--image_size={size}",
                                  "--device_target=CPU", "--check_images=False", f"--output_path={scratch}"])
-        ctx = recipe.setup(cfg)  # graph mode on CPU, the recipe's seed and leaky_relu choice
+        ctx = recipe.setup(cfg)  # graph mode on CPU, the recipe's seed, leaky_relu and max_pool choices
         # before any pipeline or model exists (ci/benchlib/__init__.py: why)
         matmul = ms_util.matmul_rate()
         net = recipe.create_model(cfg, ctx)

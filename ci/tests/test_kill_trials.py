@@ -130,6 +130,17 @@ def test_rank_trials_on_a_job_that_resumes_exactly(tmp_path, monkeypatch):
         f"| fake | 4 | {s['killed_rank_0']} / {s['killed_rank_1']} | 4 |")
 
 
+def test_resume_judged_accepts_a_finished_but_unlogged_save_and_nothing_older_or_later():
+    def judge(resumed, newest=3, last=6):
+        return kt.resume_judged({"resumed": resumed, "newest_common": newest, "last_step_before_kill": last})
+    assert judge({0: 3, 1: 3}) == {"from_newest_common": True, "resumed_unlogged": False}
+    # rank 0 renamed the step-6 checkpoint into place and was killed before logging it
+    assert judge({0: 6, 1: 6}) == {"from_newest_common": True, "resumed_unlogged": True}
+    assert not judge({0: 0, 1: 0})["from_newest_common"]  # an older checkpoint than every rank held
+    assert not judge({0: 9, 1: 9})["from_newest_common"]  # later than any step run before the kill
+    assert not judge({0: 3, 1: 6})["from_newest_common"]  # the ranks disagree
+
+
 def test_rank_trials_catch_ranks_that_resume_different_steps(tmp_path, monkeypatch):
     s = rank_trials(tmp_path, fake_job(monkeypatch, "--bug=no_agree"), 1)["summary"]
     assert s["finished"] == 1 and s["agreed"] == 0 and s["failures"] == 1

@@ -67,6 +67,9 @@ KEYS = {
     "leaky_relu": (str, "auto", "auto (mix on CPU, max on Ascend/GPU) | mix: LeakyReLU(0.2) as 0.2x + 0.8 relu(x) "
                                 "(same function, faster CPU gradient) | max: nn.LeakyReLU's maximum(0.2x, x) as the "
                                 "original"),
+    "max_pool": (str, "auto", "auto (kernel on CPU where a probe of the host finds it faster, else nn) | kernel: "
+                              "compiled 2x2 max-pool and gradient (src/max_pool.py; CPU, fp32, image_size a "
+                              "multiple of 16) | nn: nn.MaxPool2d as the original"),
     # checkpoints and evaluation
     "pre_trained": (str2bool, False, "initialise the network from checkpoint_path before training"),
     "checkpoint_path": (str, "", "checkpoint for pre_trained, eval.py and export.py"),
@@ -89,6 +92,7 @@ CHOICES = {
     "lr_scheduler": ("exponential", "cosine_annealing"),
     "amp_level": ("auto", "O0", "O1", "O2", "O3"),
     "leaky_relu": ("auto", "mix", "max"),
+    "max_pool": ("auto", "kernel", "nn"),
     "file_format": ("MINDIR", "ONNX", "AIR", "ALL"),
 }
 

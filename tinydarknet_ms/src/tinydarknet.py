@@ -7,6 +7,8 @@ import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore.common.initializer import TruncatedNormal
 
+from src.max_pool import make as make_max_pool
+
 # (kernel, out_channels, max-pool after it) for layers 1..15; layer 16 is the classifier conv
 LAYERS = [
     (3, 16, True), (3, 32, True),
@@ -60,17 +62,18 @@ class TinyDarkNet(nn.Cell):
     """Input N x 3 x H x W (H, W multiples of 16 keep every pool exact), output N x num_classes logits.
 
     Cells are named conv1..conv16 as in the original, so its checkpoints load unchanged (1000 classes).
-    ``leaky``: see ConvBNLeaky (no parameters either way: checkpoints fit both).
+    ``leaky``: see ConvBNLeaky; ``max_pool``: "nn" (the original nn.MaxPool2d) or "kernel" (src/max_pool.py).
+    Neither has parameters: checkpoints fit every form.
     """
 
-    def __init__(self, num_classes=1000, leaky="mix"):
+    def __init__(self, num_classes=1000, leaky="mix", max_pool="nn"):
         super().__init__()
         cin = 3
         for i, (kernel, cout, _) in enumerate(LAYERS, start=1):
             setattr(self, f"conv{i}", ConvBNLeaky(cin, cout, kernel, leaky))
             cin = cout
         self.conv16 = ConvBNLeaky(cin, num_classes, 1, leaky)
-        self.maxpool2d = nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same")
+        self.maxpool2d = make_max_pool(max_pool)
         self.mean = ops.ReduceMean(keep_dims=True)
         self.flatten = nn.Flatten()
 

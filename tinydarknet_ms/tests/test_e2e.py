@@ -47,7 +47,7 @@ class TestPerformanceScript:
     def test_cpu_tuning_line_and_record(self, perf_run):
         out, stdout = perf_run
         rec = json.loads((out / f"{CASE}_perf.json").read_text())
-        cputune.assert_reported(stdout, rec, ["onednn_isa", "leaky_relu"])
+        cputune.assert_reported(stdout, rec, ["onednn_isa", "leaky_relu", "max_pool"])
         assert rec["cpu_tuning"]["choices"]["leaky_relu"]["choice"] == "mix"
 
 
