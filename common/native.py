@@ -64,11 +64,13 @@ def library_path(source: Path, stem: str, commands: Sequence[list], key: str = "
     return cache_dir() / f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.so"
 
 
-def build(source: Path, path: Path, commands: Sequence[list], damaged: Optional[int] = None) -> None:
+def build(source: Path, path: Path, commands: Sequence[list], damaged: Optional[int] = None,
+          labels: Optional[Sequence[str]] = None) -> None:
     """Compile with the first of ``commands`` that works (``OUT`` in a command is the output file), atomically.
 
     ``damaged``: the inode of a cached file that failed to load (built again; another rank may have replaced
-    it already)."""
+    it already). ``labels``: how to name each command in the line printed when the first one fails."""
+    labels = labels or [f"with {' '.join(c[:4])} ..." for c in commands]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank may be building it; wait, then use its result
@@ -82,8 +84,8 @@ def build(source: Path, path: Path, commands: Sequence[list], damaged: Optional[
                 failed = run_compiler([tmp if a == "OUT" else a for a in cmd])
                 if failed is None:
                     if i:
-                        print(f"{Path(source).name}: the first build failed ({first}); built with "
-                              f"{' '.join(commands[i][:4])} ... instead", file=sys.stderr, flush=True)
+                        print(f"{Path(source).name}: the {labels[0]} build failed ({first}); built {labels[i]} "
+                              f"instead", file=sys.stderr, flush=True)
                     break
                 first = first or failed
             else:
@@ -96,17 +98,17 @@ def build(source: Path, path: Path, commands: Sequence[list], damaged: Optional[
 
 
 def load_cached(source: Path, stem: str, commands: Sequence[list], load: Callable[[str], object], key: str = "",
-                load_errors=(OSError,)):
+                load_errors=(OSError,), labels: Optional[Sequence[str]] = None):
     """``load(path)`` of the cached library, built first when missing or when the cached file does not load."""
     source = Path(source)
     try:
         path = library_path(source, stem, commands, key)
         if not path.exists():
-            build(source, path, commands)
+            build(source, path, commands, labels=labels)
         try:
             return load(str(path))
         except load_errors:  # a damaged cache entry (truncated, foreign): build it again
-            build(source, path, commands, damaged=path.stat().st_ino)
+            build(source, path, commands, damaged=path.stat().st_ino, labels=labels)
             return load(str(path))
     except Unavailable:
         raise
