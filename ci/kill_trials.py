@@ -655,7 +655,7 @@ def resume_judged(trial) -> dict:
     ``resumed_unlogged``)."""
     steps = set((trial.get("resumed") or {}).values())
     step = min(steps) if len(steps) == 1 else None
-    newest, last = trial["newest_common"], trial.get("last_step_before_kill", trial["newest_common"])
+    newest, last = trial["newest_common"], trial["last_step_before_kill"]
     return {"from_newest_common": step is not None and newest <= step <= last,
             "resumed_unlogged": step is not None and newest < step <= last}
 
@@ -737,13 +737,13 @@ def summarise_rank_trials(trials) -> dict:
 def markdown_ranks(results) -> str:
     return table(["recipe", "trials", "killed rank 0 / rank 1", "job ended non-zero",
                   "slowest exit after the kill (s)", "processes left", "every rank resumed the same step",
-                  "... the newest every saving rank held (of them: saved, not yet logged)", "finished", "bit-exact on both ranks", "within tolerance",
-                  "failures", "largest weight diff", "runs left with temp files", "seconds"], results, lambda r, s: [
+                  "... the newest every saving rank held (of them: saved, not yet logged)", "finished",
+                  "bit-exact on both ranks", "within tolerance", "failures", "largest weight diff",
+                  "runs left with temp files", "seconds"], results, lambda r, s: [
         r["recipe"], s["trials"], f"{s['killed_rank_0']} / {s['killed_rank_1']}", s["job_failed"],
-        s["max_exit_seconds"], s["processes_left"], s["agreed"], f"{s['from_newest_common']} ({s.get('resumed_unlogged', 0)})",
-        s["finished"],
-        s["bit_exact"], s["within_tolerance"], s["failures"], f"{s['max_abs_diff']:.3g}",
-        s["runs_with_temps_left"], r["seconds"]])
+        s["max_exit_seconds"], s["processes_left"], s["agreed"],
+        f"{s['from_newest_common']} ({s['resumed_unlogged']})", s["finished"], s["bit_exact"],
+        s["within_tolerance"], s["failures"], f"{s['max_abs_diff']:.3g}", s["runs_with_temps_left"], r["seconds"]])
 
 
 # -- summary and table ------------------------------------------------------------------------------------------

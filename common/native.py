@@ -8,6 +8,7 @@ load (truncated by a full disk, foreign) is built again. Every failure is one ``
 so that the caller can fall back to the framework's own op and say so in its ``cpu tuning:`` line.
 """
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -37,7 +38,12 @@ def cpu_flags(path="/proc/cpuinfo") -> str:
 
 def compiler() -> tuple:
     """(``$CXX`` or g++, its ``--version`` text); Unavailable when there is none or it does not run."""
-    cxx = os.environ.get("CXX", "g++")
+    return _compiler(os.environ.get("CXX", "g++"))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler(cxx) -> tuple:
+    # once per process and compiler: every cache lookup needs the version, and a failure is not cached
     if shutil.which(cxx) is None:
         raise Unavailable(f"no C++ compiler: {cxx!r} is not on PATH (set $CXX)")
     try:

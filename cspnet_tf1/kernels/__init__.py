@@ -22,6 +22,7 @@ from common import native
 
 SOURCE = Path(__file__).with_name("bn_mish.cc")
 EPSILON = 1e-3
+KEY = f"tensorflow {tf.__version__}"  # the library links against this TensorFlow: part of its cache name
 _lib = None
 _error = None
 
@@ -78,7 +79,7 @@ def _labels():
 def library_path():
     """(compiler, where the library for this source, TensorFlow, compiler and CPU is or will be cached)."""
     cxx, _ = native.compiler()
-    return cxx, native.library_path(SOURCE, "bn_mish", _commands(cxx), key=f"tensorflow {tf.__version__}")
+    return cxx, native.library_path(SOURCE, "bn_mish", _commands(cxx), key=KEY)
 
 
 def load():
@@ -88,7 +89,7 @@ def load():
         try:
             cxx, _ = native.compiler()
             _lib = native.load_cached(SOURCE, "bn_mish", _commands(cxx), tf.load_op_library,
-                                      key=f"tensorflow {tf.__version__}", labels=_labels(),
+                                      key=KEY, labels=_labels(),
                                       load_errors=(tf.errors.OpError, OSError))
         except KernelUnavailable as exc:
             _error = exc

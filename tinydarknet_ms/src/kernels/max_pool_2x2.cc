@@ -32,17 +32,28 @@ void for_planes(int64_t planes, int64_t plane_elems, Body body) {
   for (auto &th : pool) th.join();
 }
 
+// the shape of the input maps into m; returns 0, or MindSpore's error code: 1 wrong arity or not 4-d, 2 odd H or W
+struct Maps {
+  int64_t planes, h, w, oh, ow;
+};
+
+int maps_of(int nparam, int want, const int *ndims, int64_t **shapes, Maps *m) {
+  if (nparam != want || ndims[0] != 4) return 1;
+  *m = {shapes[0][0] * shapes[0][1], shapes[0][2], shapes[0][3], shapes[0][2] / 2, shapes[0][3] / 2};
+  return (m->h % 2 || m->w % 2) ? 2 : 0;
+}
+
 }  // namespace
 
 // params: x [N,C,H,W], y [N,C,H/2,W/2]
 extern "C" int MaxPool2x2(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                           void *stream, void *extra) {
-  if (nparam != 2 || ndims[0] != 4) return 1;
+  Maps m;
+  if (const int bad = maps_of(nparam, 2, ndims, shapes, &m)) return bad;
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
-  const int64_t h = shapes[0][2], w = shapes[0][3], oh = h / 2, ow = w / 2;
-  if (h % 2 || w % 2) return 2;
-  for_planes(shapes[0][0] * shapes[0][1], h * w, [=](int64_t lo, int64_t hi) {
+  const int64_t h = m.h, w = m.w, oh = m.oh, ow = m.ow;
+  for_planes(m.planes, h * w, [=](int64_t lo, int64_t hi) {
     for (int64_t p = lo; p < hi; ++p) {
       const float *xp = x + p * h * w;
       float *yp = y + p * oh * ow;
@@ -62,13 +73,13 @@ extern "C" int MaxPool2x2(int nparam, void **params, int *ndims, int64_t **shape
 // params: x [N,C,H,W], dy [N,C,H/2,W/2], dx [N,C,H,W]
 extern "C" int MaxPool2x2Grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                               void *stream, void *extra) {
-  if (nparam != 3 || ndims[0] != 4) return 1;
+  Maps m;
+  if (const int bad = maps_of(nparam, 3, ndims, shapes, &m)) return bad;
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);
-  const int64_t h = shapes[0][2], w = shapes[0][3], oh = h / 2, ow = w / 2;
-  if (h % 2 || w % 2) return 2;
-  for_planes(shapes[0][0] * shapes[0][1], h * w, [=](int64_t lo, int64_t hi) {
+  const int64_t h = m.h, w = m.w, oh = m.oh, ow = m.ow;
+  for_planes(m.planes, h * w, [=](int64_t lo, int64_t hi) {
     for (int64_t p = lo; p < hi; ++p) {
       const float *xp = x + p * h * w, *gp = dy + p * oh * ow;
       float *dp = dx + p * h * w;
