@@ -43,7 +43,10 @@ MS_ONEDNN_BEFORE = ("oneDNN's own ISA choice (ONEDNN_MAX_CPU_ISA=ALL) against th
                     "before: 1 epoch of 2 steps", {"ONEDNN_MAX_CPU_ISA": "ALL"}, ["--train_epochs=1", "--train_steps=2"])
 TF_ONEDNN_OFF = ("TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0), against the probe's choice "
                  "(common/tf_onednn.py)", {"TF_ENABLE_ONEDNN_OPTS": "0"}, [])
-# recipe -> environment, dataset format, synthetic data size, perf script arguments, and "before" rows
+# bf16 on CPU (off by default there): each recipe's own precision flag. MindSpore 2.10's CPU backend has no
+# bf16 Conv2D (its READMEs quote the error), so the two MindSpore recipes have none.
+NO_MS_BF16 = "no bf16 on CPU: MindSpore 2.10's CPU Conv2D is float32 only"
+# recipe -> environment, dataset format, synthetic data size, perf script arguments, "before" rows, bf16 flags
 RECIPES = {
     "cspnet_tf1": {"env": "tf", "format": "cifar10", "n_train": 64 * 24, "args": ["--train_epochs=2", "--batch_size=64"],
                    "before": [TF_ONEDNN_OFF,
@@ -54,24 +57,27 @@ RECIPES = {
                               ("--bn_impl moments (the original's ops) against auto (probed on this host)",
                                {}, ["--bn_impl=moments"]),
                               ("--bn_impl kernel (compiled normalisation + Mish) against auto (probed on this host)",
-                               {}, ["--bn_impl=kernel"])]},
+                               {}, ["--bn_impl=kernel"])],
+                   "bf16": ["--mixed_precision=on"]},
     "cutmix_tf2": {"env": "tf", "format": "cifar10", "n_train": 32 * 48, "args": ["--train_epochs=2", "--batch_size=32"],
-                   "before": [TF_ONEDNN_OFF]},
+                   "before": [TF_ONEDNN_OFF], "bf16": ["--precision_mode=allow_mix_precision"]},
     "resnet50_cifar_pt": {"env": "torch", "format": "cifar100", "n_train": 16 * 40,
                           "args": ["--train_epochs=1", "--batch_size=16"],
                           "before": [("--memory-format contiguous (the original's NCHW) against auto (probed)", {},
                                       ["--memory-format=contiguous"]),
                                      ("--memory-format channels_last against auto (probed)", {},
-                                      ["--memory-format=channels_last"])]},
+                                      ["--memory-format=channels_last"])],
+                          "bf16": ["--amp"]},
     "sppnet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 16 * 8, "args": ["--train_epochs=2", "--batch_size=16"],
-                  "before": [MS_ONEDNN_BEFORE]},
+                  "before": [MS_ONEDNN_BEFORE], "bf16": NO_MS_BF16},
     "tinydarknet_ms": {"env": "mindspore", "format": "imagenet", "n_train": 32 * 12,
                        "args": ["--train_epochs=2", "--batch_size=32"],
                        "before": [MS_ONEDNN_BEFORE,
                                   ("nn.LeakyReLU's maximum(0.2x, x) (--leaky_relu max, the original's) against "
                                    "auto (mix on CPU: 0.2x + 0.8 relu(x))", {}, ["--leaky_relu=max"]),
                                   ("nn.MaxPool2d (--max_pool nn, the original's) against auto (the compiled 2x2 "
-                                   "pool where the probe finds it faster)", {}, ["--max_pool=nn"])]},
+                                   "pool where the probe finds it faster)", {}, ["--max_pool=nn"])],
+                       "bf16": NO_MS_BF16},
 }
 # what the originals report on their accelerators (shared/reference/originals.md), as images/sec per card
 ORIGINAL_GPU = {
@@ -213,9 +219,11 @@ def pool_rounds(runs: list, windows_of) -> dict:
     return res, (statistics.median(pooled) if pooled else None), pooled
 
 
-def derive(recipe: dict, bare: dict, peer: dict | None = None) -> dict:
+def derive(recipe: dict, bare: dict, peer: dict | None = None, bf16: dict | None = None) -> dict:
     d = {}
     r_ips, b = recipe.get("images_per_sec"), bare.get("bare", {}).get("images_per_sec")
+    if r_ips and (bf16 or {}).get("images_per_sec"):
+        d["bf16_vs_fp32"] = bf16["images_per_sec"] / r_ips
     if r_ips and b:
         d["recipe_vs_bare"] = r_ips / b
     p_ips = (peer or {}).get("peer", {}).get("images_per_sec")
@@ -231,6 +239,17 @@ def derive(recipe: dict, bare: dict, peer: dict | None = None) -> dict:
     if p and r_ips:
         d["pipeline_vs_model"] = p / r_ips
     return d
+
+
+def run_bf16(name: str, spec: dict, data: Path, device: str, tag: str) -> dict:
+    """The recipe's perf script in bf16 (its own precision flag, ``spec["bf16"]``), or why there is no such run:
+    without bf16 in hardware the run would time the frameworks' emulation (cputune.native_bf16)."""
+    from common import cputune
+    if isinstance(spec["bf16"], str):
+        return {"skipped": spec["bf16"]}
+    if device == "cpu" and not cputune.native_bf16():
+        return {"skipped": "no AVX512_BF16 or AMX on this CPU (bf16 would run on the frameworks' emulation)"}
+    return run_recipe(name, spec, data, device, tag, None, spec["bf16"])
 
 
 def utc_now() -> str:
@@ -336,8 +355,8 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
              "faster of the two memory formats (contiguous, channels_last; `ci/benchlib/peer_torch.py`).", ""]
     lines += ["| recipe | batch | recipe img/s | bare loop img/s | recipe / bare | pipeline img/s | pipeline / model | "
               "GFLOP/img (train) | matmul GFLOP/s | MFU (recipe) | warm-up s | peak RSS MB | plain PyTorch img/s | "
-              "recipe / plain PyTorch |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "recipe / plain PyTorch | bf16 img/s | bf16 / fp32 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         r, b, d, p = res["recipe"], res["bare"], res["derived"], res.get("peer", {})
         lines.append("| " + " | ".join([
@@ -348,7 +367,8 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
             fmt(b.get("matmul_flops_per_sec") and b["matmul_flops_per_sec"] / 1e9),
             fmt(d.get("mfu_recipe"), "{:.1%}"), fmt(r.get("warmup_seconds")),
             fmt(max(r.get("peak_rss_mb") or 0, b.get("peak_rss_mb") or 0) or None),
-            fmt(p.get("peer", {}).get("images_per_sec")), fmt(d.get("recipe_vs_plain_pytorch"), "{:.1%}")]) + " |")
+            fmt(p.get("peer", {}).get("images_per_sec")), fmt(d.get("recipe_vs_plain_pytorch"), "{:.1%}"),
+            fmt(res.get("bf16", {}).get("images_per_sec")), fmt(d.get("bf16_vs_fp32"), "{:.2f}x")]) + " |")
     lines.append("")
     rows = optimisation_rows(results)
     if rows:
@@ -387,6 +407,12 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
             lines.append("- cpu tuning of the recipe run (common/cputune.py): " + tuning_text(r["cpu_tuning"]))
         if p:
             lines.append(peer_line(p, r.get("params")))
+        bf = res.get("bf16")
+        if bf:
+            lines.append(f"- bf16: {bf['skipped']}" if bf.get("skipped") else
+                         f"- bf16 run (the recipe's precision flag, fp32 master weights): `{bf.get('command', '-')}` "
+                         f"(windows img/s: {bf.get('window_images_per_sec', '-')})"
+                         + (f"; error: {bf['error']}" if bf.get("error") else ""))
         if b.get("notes"):
             lines.append(f"- notes: {b['notes']}")
         for key in ("error",):
@@ -428,9 +454,10 @@ def main(argv=None) -> int:
         spec = RECIPES[name]
         print(f"=== bench {name}", flush=True)
         data = synthetic_data(spec["format"], spec["n_train"])
-        recipes, bares, peers = [], [], []
+        recipes, bares, peers, bf16s = [], [], [], []
         for i in range(1 if args.quick else args.rounds):
             recipes.append(run_recipe(name, spec, data, args.device, "recipe_run" + (f"_{i}" if i else "")))
+            bf16s.append(run_bf16(name, spec, data, args.device, f"bf16_run_{i}"))
             bares.append(run_bare(name, spec, data, args.quick))
             peers.append(run_peer(name, spec, args.quick))
         recipe, ips, windows = pool_rounds(recipes, lambda r: r.get("window_images_per_sec"))
@@ -440,12 +467,17 @@ def main(argv=None) -> int:
         if ips:
             bare["bare"] = dict(bare["bare"], images_per_sec=ips, window_images_per_sec=windows)
         peer = pool_peer(peers)
+        bf16 = bf16s[0]
+        if not bf16.get("skipped"):
+            bf16, ips, windows = pool_rounds(bf16s, lambda r: r.get("window_images_per_sec"))
+            if ips:
+                bf16.update(images_per_sec=ips, window_images_per_sec=windows)
         before = []
         for i, (label, env_over, extra) in enumerate(spec["before"]):
             b = run_recipe(name, spec, data, args.device, f"before_{i}", env_over, extra)
             before.append({"change": label, "before": b})
-        results[name] = {"recipe": recipe, "bare": bare, "peer": peer, "derived": derive(recipe, bare, peer),
-                         "optimisations": before, "measured": utc_now()}
+        results[name] = {"recipe": recipe, "bare": bare, "peer": peer, "bf16": bf16,
+                         "derived": derive(recipe, bare, peer, bf16), "optimisations": before, "measured": utc_now()}
         print(json.dumps(results[name]["derived"]), recipe.get("error", ""), bare.get("error", ""),
               peer.get("error", ""), flush=True)
     results = {n: results[n] for n in RECIPES if n in results}  # the usual order, merged or not
@@ -455,7 +487,7 @@ def main(argv=None) -> int:
     Path(args.out).write_text(with_earlier_hosts(md, previous) + "\n")
     print(md)
     return 1 if any(r["recipe"].get("error") or r["bare"].get("error") or r.get("peer", {}).get("error")
-                    for r in results.values()) else 0
+                    or r.get("bf16", {}).get("error") for r in results.values()) else 0
 
 
 if __name__ == "__main__":

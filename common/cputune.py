@@ -71,6 +71,12 @@ def host(path="/proc/cpuinfo") -> dict:
             "isa": [f for f in NOTABLE_FLAGS if f in info["flags"]]}
 
 
+def native_bf16(path="/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512_BF16 or AMX-BF16). Elsewhere the frameworks emulate
+    it (oneDNN's reference kernels, Eigen): the same numbers, at up to minutes a step."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(host(path)["isa"]))
+
+
 def host_key(extra: str = "", path="/proc/cpuinfo") -> str:
     info = _cpuinfo(path)
     text = "\0".join([info["vendor"], info["model"], " ".join(sorted(info["flags"])), str(os.cpu_count()), extra])

@@ -57,6 +57,17 @@ def make_noise(out, fmt: str = "cifar10", n_train: int = 48, n_test: int = 32, p
 JOB_TAG = "MZ_TEST_JOB"  # an environment variable every process of a test's job inherits, orphans included
 
 
+def bf16_case(value, id: str = "bf16"):
+    """A ``pytest.mark.parametrize`` case that trains in bfloat16 on CPU: run where the CPU computes bf16 in hardware
+    (AVX512_BF16 or AMX, ``cputune.native_bf16``), skipped with that reason elsewhere. There the frameworks emulate
+    bf16 (oneDNN's reference kernels: about 100 s a ResNet-50 step at batch 4), far past any test budget, or refuse
+    it (TensorFlow's oneDNN convolutions under an AVX2 cap)."""
+    import pytest
+    from .cputune import native_bf16
+    return pytest.param(value, id=id, marks=pytest.mark.skipif(
+        not native_bf16(), reason="bf16 learning check: this CPU has no AVX512_BF16 or AMX (bf16 only emulated)"))
+
+
 def tag_job(env: dict) -> dict:
     """``env`` plus a unique ``JOB_TAG`` value: :func:`job_processes` finds the job's processes by it."""
     return {**env, JOB_TAG: f"{os.getpid()}-{time.monotonic_ns()}"}

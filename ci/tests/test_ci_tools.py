@@ -166,6 +166,32 @@ def test_bench_lists_each_optimisation_with_before_after_and_gpu_comparison():
     assert shown == "ci/x.py --data=data"  # commands as typed from the repository root
 
 
+def test_bench_bf16_column_runs_the_precision_flag_only_where_the_cpu_has_bf16(monkeypatch, tmp_path):
+    import bench
+    from common import cputune
+    ran = []
+    monkeypatch.setattr(bench, "run_recipe", lambda name, spec, data, device, tag, env_over, extra:
+                        ran.append((name, tag, extra)) or {"images_per_sec": 150.0, "command": "bash bf16.sh"})
+    isa = ["avx2", "fma", "avx512f"]
+    monkeypatch.setattr(cputune, "host", lambda path=None: {"isa": isa, "model": "M", "vendor": "V"})
+    spec = bench.RECIPES["resnet50_cifar_pt"]
+    assert "AVX512_BF16" in bench.run_bf16("resnet50_cifar_pt", spec, tmp_path, "cpu", "t")["skipped"] and not ran
+    assert "MindSpore" in bench.run_bf16("sppnet_ms", bench.RECIPES["sppnet_ms"], tmp_path, "cpu", "t")["skipped"]
+    isa.append("amx_bf16")
+    bf = bench.run_bf16("resnet50_cifar_pt", spec, tmp_path, "cpu", "t")
+    assert ran == [("resnet50_cifar_pt", "t", ["--amp"])] and bf["images_per_sec"] == 150.0
+    assert cputune.native_bf16() and all(isinstance(s["bf16"], (list, str)) for s in bench.RECIPES.values())
+    recipe = {"images_per_sec": 100.0}
+    d = bench.derive(recipe, {}, None, bf)
+    assert d["bf16_vs_fp32"] == pytest.approx(1.5)
+    md = bench.markdown({"r": {"recipe": recipe, "bare": {}, "derived": d, "bf16": bf},
+                         "s": {"recipe": recipe, "bare": {}, "derived": {}, "bf16": {"skipped": "no bf16 here"}}}, "now")
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith(("| r |", "| s |"))}
+    assert rows["| r"].endswith("| 150.0 | 1.50x |") and rows["| s"].endswith("| - | - |")
+    assert "- bf16 run (the recipe's precision flag, fp32 master weights): `bash bf16.sh`" in md
+    assert "- bf16: no bf16 here" in md
+
+
 def test_bench_names_the_cpu_and_keeps_an_earlier_hosts_figures_apart(monkeypatch):
     import bench
     from common import cputune

@@ -141,6 +141,16 @@ def test_host_reads_vendor_model_and_isa_flags(tmp_path):
     assert cputune.host_key("", info) != cputune.host_key("", tmp_path / "missing")
 
 
+def test_native_bf16_needs_avx512_bf16_or_amx_bf16(tmp_path):
+    flags = {"zen3": "fpu avx2 fma", "zen4": "fpu avx2 fma avx512f avx512_bf16", "amx": "fpu avx2 amx_tile amx_bf16",
+             "skylake": "fpu avx2 fma avx512f avx512bw avx512_vnni"}
+    got = {}
+    for name, f in flags.items():
+        (tmp_path / name).write_text(f"vendor_id\t: X\nmodel name\t: {name}\nflags\t\t: {f}\n")
+        got[name] = cputune.native_bf16(tmp_path / name)
+    assert got == {"zen3": False, "zen4": True, "amx": True, "skylake": False}
+
+
 def test_in_process_steps_are_built_once_timed_alternately_and_cleaned_up():
     built, ran, closed = [], [], []
 

@@ -18,16 +18,31 @@ name "AMD EPYC" (2 cores, AVX2 + FMA, no AVX-512), shared with other test suites
 AVX-512 host (none here): its kernels round differently, which moves seed 0 like another seed would.
 Earlier measurements (before the per-host CPU tuning) gave 0.8367 / 0.7667 / 0.8833 after three epochs
 with the kernel normalisation, and FusedBatchNorm after two epochs 0.8900 / 0.6200 / 0.8533.
+
+bf16 (--mixed_precision on: oneDNN's bfloat16 rewrite, float32 weights), run only where the CPU has bf16 in
+hardware (common.testing.bf16_case). Measured on a 2-core Intel Xeon with AVX512_BF16 and AMX, this command,
+top-1 after three epochs: seed 0 0.690 (0.343 / 0.547 after epochs 1 / 2), seed 1 0.863, seed 2 0.843,
+seed 3 0.780, seed 4 0.887; about 80 s a run on that host. bf16 rounding draws its own trajectory, seed 0 the
+lowest of five, so its threshold is 0.6 (0.09 below that seed, 6x chance).
 """
+import json
 import re
 
+import pytest
+
+from common import testing
 from conftest import python
 
 
-def test_three_epochs_on_digits_reach_70_percent_and_rise(digits, tmp_path):
+@pytest.mark.parametrize("precision", [pytest.param("off", id="fp32"), testing.bf16_case("on")])
+def test_three_epochs_on_digits_reach_70_percent_and_rise(digits, tmp_path, precision):
+    """fp32 (the CPU default) and --mixed_precision on, which on CPU is oneDNN's bfloat16 graph rewrite."""
     _, stdout, _ = python("train.py", f"--data_path={digits}", f"--output_path={tmp_path}", "--epochs=3",
                           "--batch_size=16", "--eval_batch_size=100", "--seed=0", "--device=cpu", "--VAL_EPOCH=1",
-                          timeout=1800)
+                          f"--mixed_precision={precision}", timeout=1800)
+    assert f"mixed precision {'bf16' if precision == 'on' else 'off'}," in stdout
+    assert [json.loads(p.read_text()).get("mixed_precision") for p in tmp_path.glob("*.json")
+            if "images_per_sec" in p.read_text()] == [precision == "on"]
     accuracy = [float(a) for a in re.findall(r"^Validation accuracy: (\S+)", stdout, re.M)]
     assert len(accuracy) == 3, stdout[-2000:]
-    assert accuracy[-1] >= 0.7 and accuracy[-1] > accuracy[0], stdout[-2000:]
+    assert accuracy[-1] >= (0.6 if precision == "on" else 0.7) and accuracy[-1] > accuracy[0], stdout[-2000:]

@@ -18,8 +18,12 @@ Duration: 181 s on an idle host; with the other suites on the same two cores (lo
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
+from common import testing
 from common.banner import parse_banner
 from conftest import run, train_cmd
 
@@ -27,8 +31,14 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "digits_learning_16px.py"
 THRESHOLD = 0.70
 
 
-def test_digits_reach_70_percent_top1_within_the_step_budget(digits, tmp_path):
-    r = run(train_cmd(tmp_path, "--seed", "0", config=CONFIG), timeout=None)
+@pytest.mark.parametrize("amp", [pytest.param([], id="fp32"), testing.bf16_case(["--amp"])])
+def test_digits_reach_70_percent_top1_within_the_step_budget(digits, tmp_path, amp):
+    """fp32 (the CPU default) and --amp, which on CPU is bfloat16 autocast (the originals train in mixed
+    precision on their accelerators)."""
+    r = run(train_cmd(tmp_path, "--seed", "0", *amp, config=CONFIG), timeout=None)
     assert r.returncode == 0, r.stdout[-3000:]
+    # the run record (mmcv's JSON-lines log lies beside it under another name)
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("*.json") if not p.name[0].isdigit()]
+    assert [rec["amp"] for rec in records] == [bool(amp)], [p.name for p in tmp_path.glob("*.json")]
     accuracy = parse_banner(r.stdout)["accuracy"]
-    assert accuracy >= THRESHOLD, f"top-1 {accuracy:.3f} on the 300 digits test images after 3 epochs"
+    assert accuracy >= THRESHOLD, f"top-1 {accuracy:.3f} on the 300 digits test images after 3 epochs ({amp})"
