@@ -278,12 +278,25 @@ def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(v
     assert "ERROR: distributed job failed" in first, first[-3000:]
     saved = {r: sorted(e["global_step"] for e in events.read(out, "checkpoint") if e["rank"] == r) for r in (0, 1)}
     assert killed["global_step"] > saved[victim][-1] >= STEPS  # killed past its newest checkpoint
-    expected = saved[victim][-1]
+
+    def ckpt(r, step):
+        return out / "checkpoints" / str(r) / f"train_tinydarknet_imagenet-{step // STEPS}_{STEPS}.ckpt"
+
+    def held(r):  # the steps whose checkpoint file rank r holds (saves are atomic: a file in place is whole)
+        return {s for s in range(STEPS, EPOCHS * STEPS + 1, STEPS) if ckpt(r, s).is_file()}
     if victim == 0:
-        newest = out / "checkpoints" / "0" / f"train_tinydarknet_imagenet-{expected // STEPS}_{STEPS}.ckpt"
-        assert newest.is_file() and saved[1][-1] == expected  # both ranks hold it, until ...
-        newest.unlink()  # ... the kill came in the middle of this save: the atomic save never put it in place
-        expected -= STEPS
+        removed = saved[0][-1]
+        # both ranks hold it (rank 1 may hold the next epoch's too: a kill just after that epoch's last step can
+        # land before rank 0's save of it, and rank 1's goes on), until ...
+        assert ckpt(0, removed).is_file() and removed in held(1)
+        # ... the kill came in the middle of this save: the atomic save never put it in place (nor any later one:
+        # rank 0 may have finished the next epoch's save, unlogged, just before the kill)
+        for step in held(0):
+            if step >= removed:
+                ckpt(0, step).unlink()
+        assert max(held(0)) < removed <= max(held(1))  # the ranks' newest files now differ
+    expected = max(held(0) & held(1))  # the agreed step: the newest one every rank holds
+    assert expected >= STEPS
     n_before = len(events.read(out))
 
     job_env = tag_job(_env(free_port()))
@@ -299,8 +312,7 @@ def test_a_rank_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(v
     assert [e["rank"] for e in resumed] == [0, 1]
     assert [e["global_step"] for e in resumed] == [expected, expected]  # the same step on every rank
     for r, e in enumerate(resumed):  # each rank its own file of that step
-        assert e["checkpoint"] == str(out / "checkpoints" / str(r) /
-                                      f"train_tinydarknet_imagenet-{expected // STEPS}_{STEPS}.ckpt")
+        assert e["checkpoint"] == str(ckpt(r, expected))
     for r in (0, 1):  # it trained on from there: the steps after the agreed one, each once
         assert [e["global_step"] for e in after if e["event"] == "step" and e["rank"] == r] == \
             list(range(expected + 1, EPOCHS * STEPS + 1))
