@@ -96,6 +96,19 @@ def test_memory_format_auto_on_cpu_takes_what_a_timed_step_measured_and_leaves_t
         assert torch.equal(torch.rand(3), expected)  # the probe's draws did not move the run's generator
 
 
+def test_memory_format_probe_times_the_runs_batch_up_to_16(monkeypatch, tmp_path):
+    from mmcls_ext import tuning
+    cfg = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100.py")).model
+    timed = []
+    monkeypatch.setenv("MODELZOO_TUNE_CACHE", str(tmp_path))
+    monkeypatch.setattr(tuning, "_training_step", lambda model_cfg, fmt, stack, batch: timed.append(batch) or (
+        lambda: None))
+    for batch in (4, 16, 64):
+        tuning.choose_memory_format("auto", "cpu", cfg, batch)
+    assert sorted(set(timed)) == [4, 16]  # 64 is timed at 16, each size cached under its own key
+    assert len(list(tmp_path.glob("memory_format-*.json"))) == 2
+
+
 def test_channels_last_model_computes_what_the_contiguous_one_does():
     from mmcls_ext.tuning import apply_memory_format
     cfg = Config.fromfile(str(CONFIGS / "resnet50_8xb16_cifar100.py")).model

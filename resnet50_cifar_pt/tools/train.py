@@ -135,7 +135,7 @@ def setup(args) -> training.Context:
             raise FileNotFoundError(f"{explicit}: checkpoint to resume from not found")
         if explicit:
             safe_load(explicit)  # unreadable or unsafe: one line now, before the work dir exists
-    memory_format = choose_memory_format(args.memory_format, device, cfg.model)
+    memory_format = choose_memory_format(args.memory_format, device, cfg.model, int(cfg.data.samples_per_gpu))
     cputune.record("threads", torch.get_num_threads(), "rule", note="torch's intra-op default")
     if rank == 0:
         cputune.announce()  # the CPU and what was probed on it (the memory format)
