@@ -185,10 +185,10 @@ def test_bench_table_has_the_plain_pytorch_column_and_ratio_after_the_existing_o
     assert d["recipe_vs_plain_pytorch"] == pytest.approx(95 / 76) and d["recipe_vs_bare"] == pytest.approx(0.95)
     md = bench.markdown({"x": {"recipe": recipe, "bare": bare, "peer": peer, "derived": d}}, "now")
     head = [line for line in md.splitlines() if line.startswith("| recipe | batch |")][0]
-    assert head.endswith("| peak RSS MB | plain PyTorch img/s | recipe / plain PyTorch |")
+    assert head.endswith("| peak RSS MB | plain PyTorch img/s | recipe / plain PyTorch | bf16 img/s | bf16 / fp32 |")
     row = [line for line in md.splitlines() if line.startswith("| x |")][0]
     assert row.endswith("| 95.0 | 100.0 | 95.0% | 950.0 | 10.0x | 2.000 | 400.0 | 47.5% | 3.0 | 500.0 | 76.0 | "
-                        "125.0% |")
+                        "125.0% | - | - |")  # no bf16 run in this result
     assert row.count("|") == head.count("|")
     assert "rounds (recipe run, then bare loop, then plain PyTorch peer): 1" in md
     line = [ln for ln in md.splitlines() if ln.startswith("- plain PyTorch peer command:")][0]
