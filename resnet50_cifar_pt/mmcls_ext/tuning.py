@@ -33,8 +33,10 @@ def _training_step(model_cfg, fmt, stack, batch):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss, _ = model._parse_losses(model(img=x, gt_label=y, return_loss=True))
-        loss.backward()
+        # the loss terms summed here, not by mmcls' _parse_losses: that all-reduces them for its log when a process
+        # group exists, and in a multi-rank run only one rank probes (the others wait on the cache's file lock)
+        losses = model(img=x, gt_label=y, return_loss=True)
+        sum(v.sum() for k, v in losses.items() if "loss" in k).backward()
         opt.step()
     return step
 

@@ -133,17 +133,21 @@ def test_two_servers_on_loopback_train_in_step_on_different_data_and_match_one_d
                          cwd=RECIPE, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          timeout=1800)
     assert one.returncode == 0, one.stdout[-2000:]
+    # the job starts on an empty CPU-tuning cache: one rank times the memory formats while the other waits on the
+    # cache's lock, so the probe must not call a collective (mmcls' _parse_losses all-reduces: the job hung)
+    e2 = dict(e, MODELZOO_TUNE_CACHE=str(tmp_path / "tune"))
     procs = [subprocess.Popen(_args(twin_shards, outs[i], table, 1, f"--server_index={i}", *PARITY,
                                     "--rank-checkpoints"),
-                              cwd=RECIPE, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              cwd=RECIPE, env=e2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
     try:
-        logs = [p.communicate(timeout=1800)[0] for p in procs]
+        logs = [p.communicate(timeout=900)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert len(list((tmp_path / "tune").glob("memory_format-*.json"))) == 1  # probed in the job, once
 
     # identical weights and momenta on both ranks, read from the files each rank saved
     ranks = [_load(outs[0] / "rank0_final.pth"), _load(outs[1] / "rank1_final.pth")]
