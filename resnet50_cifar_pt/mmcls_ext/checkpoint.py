@@ -46,6 +46,34 @@ def _reason(exc) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+def load_weights(model, path, what="the config's model"):
+    """Load ``path``'s weights into ``model`` as mmcv's ``load_checkpoint`` reads them (``state_dict`` or a bare
+    dict, ``module.`` prefixes stripped) and return the checkpoint; one-line ``CheckpointError`` naming the file
+    when the weights do not fit ``model`` exactly.
+
+    mmcv loads with ``strict=False`` by default and only logs missing, unexpected or wrongly shaped tensors, so
+    evaluating or exporting (say) a 10-class checkpoint with the 100-class config ran a randomly initialised
+    head and reported its accuracy. BatchNorm's ``num_batches_tracked`` counters may be absent (mmcv's rule).
+    """
+    ckpt = safe_load(path)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path}: no state_dict of tensors in this checkpoint")
+    state = {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+    theirs = {k: tuple(v.shape) for k, v in state.items()}
+    ours = {k: tuple(v.shape) for k, v in get_state_dict(model).items()}
+    missing = [k for k in ours if k not in theirs and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in theirs if k not in ours]
+    shapes = [f"{k}: checkpoint {theirs[k]}, model {ours[k]}" for k in ours if k in theirs and theirs[k] != ours[k]]
+    problems = [f"{len(keys)} {kind} ({', '.join(keys[:2])}{', ...' if len(keys) > 2 else ''})"
+                for kind, keys in (("wrongly shaped", shapes), ("missing", missing), ("unexpected", unexpected))
+                if keys]
+    if problems:
+        raise CheckpointError(f"{path}: does not fit {what}: " + "; ".join(problems))
+    (model.module if is_module_wrapper(model) else model).load_state_dict(state, strict=False)
+    return ckpt
+
+
 @CheckpointLoader.register_scheme(prefixes="", force=True)
 def load_from_local(filename, map_location=None):  # mmcv logs the name after "load_from_"
     return safe_load(filename, map_location)

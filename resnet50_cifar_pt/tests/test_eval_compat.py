@@ -153,6 +153,37 @@ def test_mmcls_checkpoint_evaluates_through_test_py_as_the_mmcls_network(mmcls_n
     assert got["accuracy_top-1"] == pytest.approx(100.0 * np.mean(expected.argmax(1) == labels), abs=1e-3)
 
 
+@pytest.mark.parametrize("damage", ["ten_classes", "one_key_dropped", "extra_key"])
+def test_a_checkpoint_that_does_not_fit_the_config_is_refused_by_test_and_export(mmcls_net, digits, tmp_path, capsys,
+                                                                                   damage):
+    """mmcv loads with strict=False and only logs what did not fit: a 10-class checkpoint under the 100-class
+    config ran a random head, a file short of one tensor ran with that tensor's initial value (it moves the scores,
+    test above), and both reported an accuracy. Now: one ERROR line naming the file and the tensor, exit 2, no
+    output written."""
+    _, ckpt, _ = mmcls_net
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    sd = saved["state_dict"]
+    key = {"ten_classes": "head.fc.weight", "one_key_dropped": "backbone.layer4.2.bn3.bias",
+           "extra_key": "neck.fc.weight"}[damage]
+    if damage == "ten_classes":
+        sd["head.fc.weight"], sd["head.fc.bias"] = sd["head.fc.weight"][:10], sd["head.fc.bias"][:10]
+    elif damage == "one_key_dropped":
+        del sd[key]
+    else:
+        sd[key] = torch.zeros(3)
+    bad = tmp_path / f"{damage}.pth"
+    torch.save(saved, bad)
+    what = {"ten_classes": "2 wrongly shaped", "one_key_dropped": "1 missing", "extra_key": "1 unexpected"}[damage]
+    for tool, argv, out in (("test", _test_argv(bad, digits, tmp_path / "r.json"), tmp_path / "r.json"),
+                            ("export", [str(CONFIG), str(bad), "--output-file", str(tmp_path / "m.onnx")],
+                             tmp_path / "m.onnx")):
+        capsys.readouterr()
+        assert entry(tool)(argv) == 2, tool
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ERROR")]
+        assert len(errors) == 1 and str(bad) in errors[0] and what in errors[0] and key in errors[0], (tool, errors)
+        assert not out.exists(), tool
+
+
 def test_out_items_show_dir_and_work_dir(mmcls_net, digits, tmp_path, monkeypatch, capsys):
     _, ckpt, expected = mmcls_net
     out = tmp_path / "labels.pkl"

@@ -41,18 +41,16 @@ def main(argv=None) -> int:
 def export(args) -> int:
     import numpy as np
     import torch
-    from mmcv.runner import load_checkpoint
     from mmcls.models import build_classifier
 
     import mmcls_ext  # noqa: F401  (weights_only checkpoint loader)
     from common.checkpoint import atomic_write
-    from mmcls_ext.checkpoint import safe_load
+    from mmcls_ext.checkpoint import load_weights
     from mmcls_ext.cli import load_config
 
     cfg = load_config(args.config)
-    safe_load(args.checkpoint)
     model = build_classifier(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location="cpu")
+    load_weights(model, args.checkpoint, f"the model of {args.config}")
     model.eval()
 
     class Probabilities(torch.nn.Module):

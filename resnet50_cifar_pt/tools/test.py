@@ -151,14 +151,14 @@ def _dump(obj, path):
 
 def evaluate(args) -> int:
     import numpy as np
-    from mmcv.runner import get_dist_info, load_checkpoint
+    from mmcv.runner import get_dist_info
     from mmcls.apis import single_gpu_test
     from mmcls.datasets import build_dataloader, build_dataset
     from mmcls.models import build_classifier
     from mmcls.utils import wrap_non_distributed_model
 
     import mmcls_ext  # noqa: F401  (CIFAR100Local, weights_only checkpoint loader)
-    from mmcls_ext.checkpoint import safe_load
+    from mmcls_ext.checkpoint import load_weights, safe_load
     from mmcls_ext.cli import load_config
     from mmcls_ext.training import init_processes
 
@@ -177,7 +177,7 @@ def evaluate(args) -> int:
                               dist=distributed, shuffle=False, round_up=True, pin_memory=False,
                               persistent_workers=False)
     model = build_classifier(cfg.model)
-    ckpt = load_checkpoint(model, args.checkpoint, map_location="cpu")
+    ckpt = load_weights(model, args.checkpoint, f"the model of {args.config}")
     classes = ckpt.get("meta", {}).get("CLASSES", dataset.CLASSES)
     model.CLASSES = classes
     if not distributed:
