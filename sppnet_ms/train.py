@@ -185,7 +185,8 @@ def resume(args, ctx, model, optimizer, data):
     ``auto`` in a job of several ranks: the ranks agree (common.ms.resume: their lists of checkpoint steps,
     all-gathered) on the newest global step every rank can read, and all load that step: rank 0's series
     (which every rank reads; ZFNet/SPPNet have no BatchNorm, so the replicas' state is the same), or with
-    ``--rank_checkpoints`` each rank its own copy. A checkpoint of another rank count stops the run (one line)."""
+    ``--rank_checkpoints`` each rank its own copy. A checkpoint of another rank count, or trained on other class
+    names than ``data``'s, stops the run (one line)."""
     from common.ms import emit_initial_weights
     from common.ms.resume import agree_resume
     from src.training import TrainState, checkpoint_series, restore
@@ -205,7 +206,7 @@ def resume(args, ctx, model, optimizer, data):
         if path is None:
             ctx.log(f"resume: no valid checkpoint in {args.ckpt_path}, starting from scratch")
     if path:
-        state = restore(args, model, optimizer, path, ctx.group_size, params)
+        state = restore(args, model, optimizer, path, ctx.group_size, params, data.classes)
         ctx.log(f"resume: loaded {path} (epoch {state.epoch}, step {state.global_step})")
     events.emit(ctx.out_dir, 'resume', rank=ctx.rank, checkpoint=os.path.abspath(path) if path else None,
                 epoch=state.epoch, global_step=state.global_step)

@@ -67,7 +67,7 @@ def main(argv=None):
     data = create_data(args, ctx)
     loss_fn, optimizer = create_loss(args), create_optimizer(args, model, data)
     trainer = create_trainer(args, model, loss_fn, optimizer, ctx.amp_level)
-    state = resume(args, ctx, trainer)
+    state = resume(args, ctx, trainer, data)
     result = train(args, ctx, trainer, data, state)
     return summarize(args, ctx, result)
 
@@ -179,8 +179,9 @@ def create_trainer(args, model, loss_fn, optimizer, amp_level):
 
 
 # ---- resume ---------------------------------------------------------------------------------------------------
-def resume(args, ctx, trainer):
+def resume(args, ctx, trainer, data):
     """--resume: weights, momentum, global step (hence LR position) and loss scale; emits the "resume" event.
+    A checkpoint trained on other class names than ``data``'s stops the run (one line).
 
     ``auto`` in a job of several ranks: the ranks agree (common.ms.resume: their lists of checkpoint steps,
     all-gathered) on the newest global step every rank holds, and each rank loads its own file of that step
@@ -192,7 +193,8 @@ def resume(args, ctx, trainer):
         path, params = (found.path, found.params) if found else (None, None)
         if path is None:
             print(f"resume: no valid checkpoint in {ctx.ckpt_dir}, starting from scratch")
-    epoch, global_step = restore_training(trainer.train_network, path, ctx.group_size, params) if path else (0, 0)
+    epoch, global_step = (restore_training(trainer.train_network, path, ctx.group_size, params, data.classes)
+                          if path else (0, 0))
     if path:
         print(f"resume: continuing from {path} at epoch {epoch}")
     if epoch >= args.epoch_size:

@@ -104,6 +104,23 @@ def classes_of(params: dict, path) -> Optional[List[str]]:
     return decode_classes(value.asnumpy(), where=str(path))
 
 
+def check_resume_classes(params: dict, path, classes) -> None:
+    """Refuse (one-line ``CheckpointError``) to resume from a checkpoint trained on other class names than
+    ``classes``, the names the resumed run labels its images by (label = index): a class folder added, removed
+    or renamed since would silently give images other labels than the saved head learned. A checkpoint without
+    names (an original's) is accepted."""
+    saved = classes_of(params, path)
+    if saved is None or list(saved) == list(classes):
+        return
+    if len(saved) != len(classes):
+        why = f"{len(saved)} classes, the training data now has {len(classes)}"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(saved, classes)) if a != b)
+        why = f"label {i} was {saved[i]!r}, the training data now has {classes[i]!r}"
+    raise CheckpointError(f"{path}: trained on other classes ({why}); resuming would train its labels on other "
+                          f"images")
+
+
 class CheckpointSeries:
     """The epoch checkpoints of one run in ``directory``, named by ``pattern``.
 

@@ -10,7 +10,7 @@ import mindspore as ms
 
 from common.checkpoint import CheckpointError
 from common.ms import CheckpointSeries, RankLog, StepMonitor, cell_digest, load_ckpt, load_into, meta_value
-from common.ms.checkpoint import classes_meta
+from common.ms.checkpoint import check_resume_classes, classes_meta
 from common.ms.resume import saved_world
 from common.resume import check_world
 from common.progress import Progress
@@ -136,12 +136,14 @@ def train_state_items(net, opt):
     return items
 
 
-def restore(args, net, opt, path, world=1, params=None):
+def restore(args, net, opt, path, world=1, params=None, classes=None):
     """Load a training checkpoint into ``net`` and ``opt``; returns its TrainState. ``params``: the file already
     loaded (``--resume auto`` read it to agree on it). A checkpoint of a job with another rank count than
-    ``world`` is refused with one line."""
+    ``world``, or trained on other class names than ``classes`` (the run's), is refused with one line."""
     params = load_ckpt(str(path)) if params is None else params
     check_world(path, saved_world(params), world)
+    if classes is not None:
+        check_resume_classes(params, path, classes)
     trained = meta_value(params, 'train_model')
     if trained not in (None, args.train_model):
         raise CheckpointError(f"{path}: checkpoint is for {trained}, not {args.train_model}")

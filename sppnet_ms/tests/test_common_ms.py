@@ -18,7 +18,7 @@ from common.digest import weights_digest
 from common.imagefolder import ImageFolderError
 from common.ms import (CheckpointSeries, NonFiniteLossError, StepMonitor, cell_digest, emit_initial_weights,
                        load_ckpt, load_into, meta_value, save_ckpt)
-from common.ms.checkpoint import WORLD_KEY, classes_meta, classes_of
+from common.ms.checkpoint import WORLD_KEY, check_resume_classes, classes_meta, classes_of
 from common.ms.resume import agree_resume
 from common.progress import Progress
 from common.throughput import ThroughputMeter
@@ -234,6 +234,20 @@ def test_class_names_round_trip_through_a_checkpoint(tmp_path):
     params['zoo_class_names'] = ms.Tensor(np.frombuffer(b'\xff not json', np.uint8))
     with pytest.raises(ImageFolderError, match=str(path)):
         classes_of(params, path)
+
+
+def test_resume_is_refused_when_the_class_names_changed(tmp_path):
+    names = ['cat', 'dog', 'emu']
+    path = save_ckpt(tmp_path / 'a.ckpt', nn.Dense(4, 3), classes_meta(names))
+    params = load_ckpt(path)
+    check_resume_classes(params, path, list(names))  # the same names: accepted
+    check_resume_classes(load_ckpt(save_ckpt(tmp_path / 'b.ckpt', nn.Dense(4, 3))), path, names)  # an original's
+    with pytest.raises(CheckpointError, match=rf"^{path}: trained on other classes \(3 classes, the training data "
+                                              r"now has 4\)"):
+        check_resume_classes(params, path, names + ['fox'])
+    with pytest.raises(CheckpointError, match=rf"^{path}: trained on other classes \(label 1 was 'dog', the "
+                                              r"training data now has 'dingo'\)"):
+        check_resume_classes(params, path, ['cat', 'dingo', 'emu'])
 
 
 def test_cell_digest_is_the_common_digest_of_the_trainable_weights(tmp_path):

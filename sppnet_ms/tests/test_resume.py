@@ -113,3 +113,22 @@ def test_same_seed_gives_identical_first_epoch(killed_and_resumed, uninterrupted
     a, b = _weights(uninterrupted / 'zfnet-1.ckpt'), _weights(ckpt / 'zfnet-1.ckpt')
     for name in a:
         np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+
+
+def test_resume_after_a_class_folder_was_renamed_is_refused(noise_imagenet, uninterrupted, tmp_path):
+    """The checkpoint's head learned label 9 as training's last folder; with that folder renamed the head still
+    fits (10 classes) and the run would go on training label 9 under another name without a word. One ERROR line
+    naming the file, exit 2."""
+    root = tmp_path / 'imagenet'
+    names = sorted(p.name for p in (noise_imagenet / 'train').iterdir() if p.is_dir())
+    for split in ('train', 'val'):
+        (root / split).mkdir(parents=True)
+        for i, name in enumerate(names):
+            new = f'{name}_renamed' if i == 9 else name
+            (root / split / new).symlink_to((noise_imagenet / split / name).resolve())
+    ckpt = uninterrupted / 'zfnet-1.ckpt'
+    proc = run(reference_cmd(root, tmp_path / 'ckpt', f'--resume={ckpt}'), timeout=RUN_TIMEOUT)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith('ERROR')]
+    assert proc.returncode == 2 and errors == [
+        f'ERROR: {ckpt}: trained on other classes (label 9 was {names[9]!r}, the training data now has '
+        f"{names[9] + '_renamed'!r}); resuming would train its labels on other images"], proc.stdout[-2000:]

@@ -8,6 +8,7 @@ import mindspore as ms
 from common.cli import RecipeError
 from common.ms import CheckpointSeries, load_ckpt, load_into, meta_value
 from common.ms.metrics import LogitsCollector, eval_metrics  # noqa: F401  (eval.py takes them from here)
+from common.ms.checkpoint import check_resume_classes
 from common.ms.resume import saved_world
 from common.resume import check_world
 
@@ -88,14 +89,17 @@ def global_step_of(series, path):
     return epoch * steps_per_epoch
 
 
-def restore_training(cell, path, world=1, params=None):
+def restore_training(cell, path, world=1, params=None, classes=None):
     """Load a checkpoint written by train.py into the training cell (weights, momentum, the optimiser's global
     step, hence the LR position, and a dynamic loss scale); returns (epochs done, global step).
 
     ``params``: the checkpoint already loaded (``--resume auto`` read it to agree on it). A checkpoint of a job
-    with another rank count than ``world`` is refused with one line (``common.resume.check_world``)."""
+    with another rank count than ``world`` (``common.resume.check_world``), or trained on other class names
+    than ``classes`` (the run's, ``common.ms.checkpoint.check_resume_classes``), is refused with one line."""
     params = load_ckpt(path) if params is None else dict(params)
     check_world(path, saved_world(params), world)
+    if classes is not None:
+        check_resume_classes(params, path, classes)
     epoch = meta_value(params, "epoch_num")
     if epoch is None:
         raise RecipeError(f"{path}: no epoch_num in this checkpoint, it was not written by train.py "

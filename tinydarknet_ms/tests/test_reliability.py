@@ -130,6 +130,23 @@ def test_resume_from_a_non_training_checkpoint_fails_cleanly(train_only, tmp_pat
     assert proc.returncode == 2 and f"ERROR: {plain}: no epoch_num" in proc.stdout
 
 
+def test_resume_after_a_class_folder_was_renamed_is_refused(train_only, uninterrupted, tmp_path):
+    """The checkpoint's head learned label 3 as training's fourth folder; resuming on data where that folder has
+    another name would train label 3 on other images without a word. One ERROR line naming the file, exit 2."""
+    out, _ = uninterrupted
+    ckpt = max(out.rglob(f"{PREFIX}-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    names = sorted(p.name for p in (train_only / "train").iterdir())
+    renamed = tmp_path / "renamed" / "train"
+    renamed.mkdir(parents=True)
+    for i, name in enumerate(names):
+        (renamed / (f"{name}_renamed" if i == 3 else name)).symlink_to((train_only / "train" / name).resolve())
+    proc = python("train.py", *_args(renamed.parent, tmp_path / "o"), f"--resume={ckpt}", check=False)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR")]
+    assert proc.returncode == 2 and errors == [
+        f"ERROR: {ckpt}: trained on other classes (label 3 was {names[3]!r}, the training data now has "
+        f"{names[3] + '_renamed'!r}); resuming would train its labels on other images"], proc.stdout[-2000:]
+
+
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     net = TinyDarkNet(10)
     good = save_ckpt(tmp_path / f"{PREFIX}-1_4.ckpt", net, {"epoch_num": 1})
