@@ -28,19 +28,29 @@ class Progress:
         self.done = 0
         self.t0 = time.perf_counter()
         self._last_t, self._last_n = self.t0, 0
+        self._rate = None  # img/s of the last measured window
+        self._restart = False  # set by end_epoch: the next step opens a new rate window
 
     def update(self, epoch: int, step: int, loss: float, lr: float, steps: int = 1) -> None:
         if not self.enabled:
             return
         self.done += steps
         now = time.perf_counter()
+        if self._restart:
+            # the first step after an epoch ended: the time since the last step went to evaluation, checkpoints
+            # and the next pass's start, not to training, so the rate is measured from here on (the ETA, from
+            # the run's start, keeps that time)
+            self._restart = False
+            self._last_t, self._last_n = now, self.done
         if not self.tty and self.done % self.every and self.done != self.total:
             return
-        rate = (self.done - self._last_n) * self.batch / max(now - self._last_t, 1e-9)
-        self._last_t, self._last_n = now, self.done
+        if self.done > self._last_n:
+            self._rate = (self.done - self._last_n) * self.batch / max(now - self._last_t, 1e-9)
+            self._last_t, self._last_n = now, self.done
         eta = (now - self.t0) / self.done * (self.total - self.done)
+        rate = "--" if self._rate is None else f"{self._rate:.1f}"
         line = (f"epoch {epoch} step {step} [{self.done}/{self.total}] loss {loss:.4f} lr {lr:.6g} "
-                f"{rate:.1f} img/s ETA {_fmt_eta(eta)}")
+                f"{rate} img/s ETA {_fmt_eta(eta)}")
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
         else:
@@ -48,6 +58,7 @@ class Progress:
         self.stream.flush()
 
     def end_epoch(self) -> None:
+        self._restart = True
         if self.tty and self.enabled:
             self.stream.write("\n")
             self.stream.flush()
