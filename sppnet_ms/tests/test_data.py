@@ -69,17 +69,37 @@ def test_bad_image_stops_with_its_path_or_is_skipped(noise_imagenet, tmp_path, h
     assert len(good) == 39 and any(str(victim) in line for line in logged)
 
 
-def test_reader_names_the_file_when_vetting_was_off(noise_imagenet, tmp_path):
-    root, victim = _broken_copy(noise_imagenet, tmp_path, 'truncated')
+@pytest.mark.parametrize('how', ['truncated', 'zero'])
+def test_reader_names_the_file_when_vetting_was_off(noise_imagenet, tmp_path, how):
+    root, victim = _broken_copy(noise_imagenet, tmp_path, how)
     samples, _ = load_split(root, 'train', vet=False)
     reader = _Reader(samples)
     with pytest.raises(ImageFolderError, match=str(victim)):
         reader[[s for s, _ in samples].index(str(victim))]
+    good = reader[[s for s, _ in samples].index(str(victim)) - 1][0]
+    assert good.dtype == np.uint8 and bytes(good[:2]) == b'\xff\xd8'  # encoded bytes: MindSpore decodes them
+
+
+def test_a_file_that_is_no_image_is_named_by_the_reader(tmp_path):
+    path = tmp_path / 'notes.JPEG'
+    path.write_text('not an image')
+    with pytest.raises(ImageFolderError, match=f'{path}: cannot decode'):
+        _Reader([(str(path), 0)])[0]
 
 
 def test_cmyk_and_grayscale_jpegs_decode_to_rgb(tmp_path):
-    for mode in ('CMYK', 'L'):
+    """Uniform images, so resizing keeps the pixel: each comes out as the three channels of Pillow's RGB
+    conversion, normalised, through the evaluation pipeline (MindSpore's Decode) and the training one
+    (RandomCropDecodeResize)."""
+    from src.dataset import MEAN, STD
+    for mode, colour in (('CMYK', (10, 20, 30, 40)), ('L', 90)):
         path = tmp_path / f'{mode}.JPEG'
-        Image.new(mode, (20, 10)).save(path, format='JPEG')
-        image, label = _Reader([(str(path), 3)])[0]
-        assert image.shape == (10, 20, 3) and image.dtype == np.uint8 and label == 3
+        Image.new(mode, (20, 10), colour).save(path, format='JPEG', quality=100)
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert('RGB'), np.float32)[5, 10]
+        expected = (rgb - np.array(MEAN)) / np.array(STD)
+        for training in (False, True):
+            data = create_dataset_imagenet([(str(path), 3)], 1, 'zfnet', training, 8, workers=1)
+            image, label = next(data.create_tuple_iterator(output_numpy=True))
+            assert image.shape == (1, 3, 8, 8) and label.tolist() == [3]
+            np.testing.assert_allclose(image[0, :, 4, 4], expected, atol=0.05)
