@@ -248,7 +248,7 @@ def run_bf16(name: str, spec: dict, data: Path, device: str, tag: str) -> dict:
     if isinstance(spec["bf16"], str):
         return {"skipped": spec["bf16"]}
     if device == "cpu" and not cputune.native_bf16():
-        return {"skipped": "no AVX512_BF16 or AMX on this CPU (bf16 would run on the frameworks' emulation)"}
+        return {"skipped": cputune.NO_NATIVE_BF16}
     return run_recipe(name, spec, data, device, tag, None, spec["bf16"])
 
 

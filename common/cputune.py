@@ -7,7 +7,9 @@ candidate on this host (alternately, ``rounds`` times, best of each) and keeps t
 candidate is at least ``MARGIN`` faster. The result is cached in ``$MODELZOO_TUNE_CACHE`` (default
 ``$XDG_CACHE_HOME/modelzoo/cputune``) under a key of the CPU model, its flags, the core count and the caller's
 ``key`` (framework version, probe version), written atomically under a file lock so that the ranks of a
-distributed run measure once and the others read the result.
+distributed run measure once and the others read the result. A choice cached from a probe that ran on a busy
+host stays until the cache is cleared, or until a job runs with ``MODELZOO_RETUNE=1``: it measures every
+choice again, once (entries written before the job started are ignored; the ranks of the job share the new one).
 
 Every decision of the process (probed, read from the cache, set by the user, or a fixed rule) is kept in
 this module: ``line()`` is the ``cpu tuning: ...`` line a recipe prints at start, and ``common.runrecord``
@@ -30,6 +32,7 @@ from typing import Callable, Optional
 
 MARGIN = 0.10  # a non-default candidate must be this much faster: closer timings are noise on a busy host
 PROBE_RESULT = "MODELZOO_PROBE_SECONDS"  # what a probe child prints before the seconds it measured
+RETUNE = "MODELZOO_RETUNE"  # "1": measure again every choice cached before this job started
 # flags worth naming in the record (the cache key uses all of them)
 NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
@@ -69,6 +72,9 @@ def host(path="/proc/cpuinfo") -> dict:
     info = _cpuinfo(path)
     return {"vendor": info["vendor"], "model": info["model"], "cpus": os.cpu_count(),
             "isa": [f for f in NOTABLE_FLAGS if f in info["flags"]]}
+
+
+NO_NATIVE_BF16 = "this CPU has no AVX512_BF16 or AMX (bf16 only emulated)"  # why a bf16 run or test is left out
 
 
 def native_bf16(path="/proc/cpuinfo") -> bool:
@@ -120,6 +126,18 @@ def _read_cache(path: Path, candidates) -> Optional[dict]:
     return seconds
 
 
+def _stale(path: Path) -> bool:
+    """With ``$MODELZOO_RETUNE`` set, whether the cache entry at ``path`` was written before this job started
+    (``$MODELZOO_START_TIME``, which the recipe scripts export to every rank, else this process's start)."""
+    if os.environ.get(RETUNE, "0") in ("", "0"):
+        return False
+    from common.runrecord import start_time  # lazily: runrecord imports this module
+    try:
+        return path.stat().st_mtime < int(start_time())  # the scripts' start time has whole seconds
+    except OSError:
+        return False
+
+
 def probe(name: str, candidates, measure: Callable[[str], float], default: str, key: str = "",
           rounds: int = 2) -> Decision:
     """Time ``measure(candidate)`` (seconds of one step; ``inf`` if it failed) for every candidate, cached.
@@ -131,13 +149,13 @@ def probe(name: str, candidates, measure: Callable[[str], float], default: str, 
         raise ValueError(f"{name}: default {default!r} is not one of {candidates}")
     # the candidates are part of the key: a run that can offer fewer (no compiler for a kernel) has its own entry
     path = cache_dir() / f"{name}-{host_key(key + chr(0) + '|'.join(candidates))}.json"
-    seconds = _read_cache(path, candidates)
+    seconds = None if _stale(path) else _read_cache(path, candidates)
     how = "cached"
     if seconds is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f".{path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another rank may be measuring: wait and read its result
-            seconds = _read_cache(path, candidates)
+            seconds = None if _stale(path) else _read_cache(path, candidates)
             if seconds is None:
                 how = "probed"
                 seconds = {c: float("inf") for c in candidates}

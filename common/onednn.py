@@ -9,6 +9,16 @@ a vendor or a flag, so ``choose_isa_for_plain_layout_convs`` times a convolution
 gradients, in a child process per level: oneDNN reads the variable once, at its first primitive) under
 oneDNN's own choice and under the AVX2 cap, and sets the cap only where it wins (common/cputune.py: cached
 per host, recorded in the ``cpu tuning:`` line and the run record). A variable the user set is kept.
+
+Why AVX-512 cannot win here (``ONEDNN_VERBOSE=dispatch`` on a 2-core Intel Xeon with AVX-512/AMX, 2026-12-02):
+MindSpore creates every convolution with fixed plain tags for the weights too (``abcd``), never ``any``. The
+AVX-512 direct and brgemm kernels need blocked weights ("unsupported format tag", jit_brgemm_conv_utils.cpp);
+``jit_uni_ncsp`` accepts the plain layout by reordering the activations to channels-last, but its inner
+convolution still gets the plain weights, every fast kernel refuses them, and it settles on ``ref:any``. At
+every AVX-512 level a 3x3 128 -> 256 convolution step on 16 x 28 x 28 took 6.7 s against 0.096 s capped at
+AVX2, where ``gemm:jit`` (im2col + FMA GEMM) takes plain tensors. MindSpore's MatMul is not affected (the
+uncapped ``brg_matmul:avx512_core`` ran 1024^3 at 297 GFLOP/s against 156 under the cap), but the cap is per
+process, and the convolutions are most of these networks' time. MindSpore 2.10 refuses NHWC Conv2d on CPU.
 """
 from __future__ import annotations
 

@@ -63,9 +63,9 @@ def bf16_case(value, id: str = "bf16"):
     bf16 (oneDNN's reference kernels: about 100 s a ResNet-50 step at batch 4), far past any test budget, or refuse
     it (TensorFlow's oneDNN convolutions under an AVX2 cap)."""
     import pytest
-    from .cputune import native_bf16
+    from .cputune import NO_NATIVE_BF16, native_bf16
     return pytest.param(value, id=id, marks=pytest.mark.skipif(
-        not native_bf16(), reason="bf16 learning check: this CPU has no AVX512_BF16 or AMX (bf16 only emulated)"))
+        not native_bf16(), reason=f"bf16 learning check: {NO_NATIVE_BF16}"))
 
 
 def tag_job(env: dict) -> dict:

@@ -69,6 +69,27 @@ def test_a_damaged_cache_entry_is_measured_again(tmp_path):
         assert json.loads(entry.read_text())["seconds"] == {"a": 0.1, "b": 5.0}
 
 
+def test_retune_measures_a_choice_cached_before_the_job_again_once(tmp_path, monkeypatch):
+    """A choice cached by a probe on a busy host: MODELZOO_RETUNE=1 measures it again in the next job, and the
+    job's later probes (its other ranks, its next processes) read the new entry."""
+    import os
+    import time
+    cputune.probe("x", ["a", "b"], Counting({"a": 1.0, "b": 0.2}), default="a")  # measured under load: b
+    (entry,) = (tmp_path / "tune").glob("x-*.json")
+    os.utime(entry, (time.time() - 3600, time.time() - 3600))  # an hour ago
+    monkeypatch.setenv("MODELZOO_START_TIME", str(int(time.time()) - 60))  # this job began a minute ago
+    monkeypatch.setenv("MODELZOO_RETUNE", "1")
+    quiet = Counting({"a": 0.1, "b": 0.5})
+    d = cputune.probe("x", ["a", "b"], quiet, default="a")
+    assert quiet.calls and (d.choice, d.how) == ("a", "probed")
+    later = Counting({"a": 9.0, "b": 0.1})
+    d = cputune.probe("x", ["a", "b"], later, default="a")
+    assert later.calls == [] and (d.choice, d.how) == ("a", "cached")
+    monkeypatch.setenv("MODELZOO_RETUNE", "0")
+    os.utime(entry, (time.time() - 3600, time.time() - 3600))
+    assert cputune.probe("x", ["a", "b"], later, default="a").how == "cached" and later.calls == []
+
+
 def _rank(log, cache, out):
     import os
     import time

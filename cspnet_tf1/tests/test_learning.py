@@ -41,8 +41,9 @@ def test_three_epochs_on_digits_reach_70_percent_and_rise(digits, tmp_path, prec
                           "--batch_size=16", "--eval_batch_size=100", "--seed=0", "--device=cpu", "--VAL_EPOCH=1",
                           f"--mixed_precision={precision}", timeout=1800)
     assert f"mixed precision {'bf16' if precision == 'on' else 'off'}," in stdout
-    assert [json.loads(p.read_text()).get("mixed_precision") for p in tmp_path.glob("*.json")
-            if "images_per_sec" in p.read_text()] == [precision == "on"]
+    # the run record, <case>.json (case: <network>_bs<batch>_<ranks>p_acc)
+    assert [json.loads(p.read_text()).get("mixed_precision") for p in tmp_path.glob("*_1p_acc.json")] == \
+        [precision == "on"]
     accuracy = [float(a) for a in re.findall(r"^Validation accuracy: (\S+)", stdout, re.M)]
     assert len(accuracy) == 3, stdout[-2000:]
     assert accuracy[-1] >= (0.6 if precision == "on" else 0.7) and accuracy[-1] > accuracy[0], stdout[-2000:]

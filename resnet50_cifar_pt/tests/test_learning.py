@@ -41,8 +41,8 @@ def test_digits_reach_70_percent_top1_within_the_step_budget(digits, tmp_path, a
     precision on their accelerators)."""
     r = run(train_cmd(tmp_path, "--seed", "0", *amp, config=CONFIG), timeout=None)
     assert r.returncode == 0, r.stdout[-3000:]
-    # the run record (mmcv's JSON-lines log lies beside it under another name)
-    records = [json.loads(p.read_text()) for p in tmp_path.glob("*.json") if not p.name[0].isdigit()]
+    # the run record, <case>.json (case: <network>_bs<batch>_<ranks>p_acc; mmcv's JSON-lines log lies beside it)
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("*_1p_acc.json")]
     assert [rec["amp"] for rec in records] == [bool(amp)], [p.name for p in tmp_path.glob("*.json")]
     accuracy = parse_banner(r.stdout)["accuracy"]
     assert accuracy >= THRESHOLD, f"top-1 {accuracy:.3f} on the 300 digits test images after 3 epochs ({amp})"
