@@ -235,6 +235,12 @@ def derive(recipe: dict, bare: dict, peer: dict | None = None, bf16: dict | None
             d["mfu_recipe"] = fl * r_ips / mm
         if b:
             d["mfu_bare"] = fl * b / mm
+    uncapped = bare.get("matmul_flops_per_sec_uncapped")
+    if fl and uncapped:
+        if r_ips:
+            d["mfu_recipe_uncapped"] = fl * r_ips / uncapped
+        if b:
+            d["mfu_bare_uncapped"] = fl * b / uncapped
     p = bare.get("pipeline", {}).get("images_per_sec")
     if p and r_ips:
         d["pipeline_vs_model"] = p / r_ips
@@ -403,6 +409,13 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
                          + (f", so while they run they reach {mfu_bare / share:.1%} of the matmul rate (bare-loop "
                             f"MFU {mfu_bare:.1%} / {share:.1%})" if mfu_bare else "")
                          + "; largest: " + ", ".join(f"{k} {v:.1%}" for k, v in op_time.get("top_ops", [])))
+        if b.get("matmul_flops_per_sec_uncapped"):
+            dv = res["derived"]
+            lines.append(f"- the matmul rate above is MindSpore's under the recipe's oneDNN ISA cap; without it the same "
+                         f"MatMul reaches {fmt(b['matmul_flops_per_sec_uncapped'] / 1e9)} GFLOP/s (AVX-512 kernels, "
+                         f"which MindSpore's convolutions cannot use: common/onednn.py), and against that rate the MFU "
+                         f"is {fmt(dv.get('mfu_recipe_uncapped'), '{:.1%}')} (recipe), "
+                         f"{fmt(dv.get('mfu_bare_uncapped'), '{:.1%}')} (bare loop)")
         if r.get("cpu_tuning"):
             lines.append("- cpu tuning of the recipe run (common/cputune.py): " + tuning_text(r["cpu_tuning"]))
         if p:

@@ -8,7 +8,10 @@ are a few percent and not matmul-shaped).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +33,30 @@ def matmul_rate(n: int = 2048, reps: int = 20) -> float:
         out.asnumpy()
         best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
     return best
+
+
+def uncapped_matmul_rate():
+    """``matmul_rate`` with oneDNN free to use every ISA level, in a child process (oneDNN reads its cap once per
+    process); None where this process is not capped (``matmul_rate`` is that figure) or the child fails.
+
+    The recipes cap oneDNN at AVX2 where their convolutions would otherwise fall to a reference kernel
+    (common/onednn.py), which caps MindSpore's MatMul too: the MFU column is against that capped rate, this one
+    says what the same MatMul reaches on the CPU's widest kernels."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL") == "ALL":
+        return None
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "ALL",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    # the recipes' context (graph mode on the CPU device): the PyNative default runs MatMul at about half the rate
+    code = ("import mindspore as ms; ms.set_context(mode=ms.GRAPH_MODE); ms.set_device('CPU'); "
+            "from ci.benchlib.ms_util import matmul_rate; print('MATMUL_FLOPS', matmul_rate())")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+                              timeout=600)
+    except subprocess.TimeoutExpired:
+        return None
+    found = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("MATMUL_FLOPS ")]
+    return float(found[-1]) if proc.returncode == 0 and found else None
 
 
 def forward_flops(net, x) -> int:

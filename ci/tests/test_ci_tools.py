@@ -121,6 +121,23 @@ def test_bench_derives_overhead_mfu_and_pipeline_ratio():
             "matmul rate (bare-loop MFU 50.0% / 80.0%); largest: Conv2D 50.0%, Relu 10.0%") in md
 
 
+def test_bench_gives_the_mfu_against_an_uncapped_matmul_beside_the_capped_one():
+    """MindSpore runs capped at AVX2 (common/onednn.py), its MatMul too: the MFU column uses the capped rate, and
+    the section says what the uncapped MatMul reaches and the MFU against it."""
+    import bench
+    recipe = {"images_per_sec": 10.0}
+    bare = {"batch_size": 16, "bare": {"images_per_sec": 12.0}, "flops_per_image_train": 8e9,
+            "matmul_flops_per_sec": 160e9, "matmul_flops_per_sec_uncapped": 320e9}
+    d = bench.derive(recipe, bare)
+    assert d["mfu_recipe"] == pytest.approx(0.5) and d["mfu_recipe_uncapped"] == pytest.approx(0.25)
+    assert d["mfu_bare_uncapped"] == pytest.approx(0.3)
+    md = bench.markdown({"x": {"recipe": recipe, "bare": bare, "derived": d}}, "now")
+    assert "MatMul reaches 320.0 GFLOP/s" in md and "the MFU is 25.0% (recipe), 30.0% (bare loop)" in md
+    del bare["matmul_flops_per_sec_uncapped"]
+    assert "uncapped" not in str(bench.derive(recipe, bare)) and "MatMul reaches" not in bench.markdown(
+        {"x": {"recipe": recipe, "bare": bare, "derived": bench.derive(recipe, bare)}}, "now")
+
+
 def test_op_time_summary_counts_convolutions_matmuls_and_their_gradients():
     from ci.benchlib import op_time_summary
     per_type = {"_MklNativeConv2DBackpropFilter": 30.0, "MatMul": 20.0, "Conv2D": 10.0, "Pow": 25.0,
