@@ -45,7 +45,8 @@ def main() -> None:
     emit({"recipe": "sppnet_ms", "framework": "mindspore", "framework_version": ms.__version__, "batch_size": bs,
           "train_model": args.train_model, "image_size": size, "bare": bare, "pipeline": pipe, "op_time": op_time,
           "flops_per_image_train": flops, "flops_method": ms_util.__doc__.split("\n\n")[1].replace("\n", " "),
-          "matmul_flops_per_sec": matmul, "matmul_flops_per_sec_uncapped": uncapped, "threads": {"ms_workers": "framework default"},
+          "matmul_flops_per_sec": matmul, "matmul_flops_per_sec_uncapped": uncapped,
+          "threads": {"ms_workers": "framework default"},
           "notes": "ZFNet at batch 16 instead of the recipe's 256 on this 2-core CPU, to keep the run short; "
                    "the bare loop is the recipe's Model train step (create_model/create_loss/create_optimizer/"
                    "create_trainer)"})

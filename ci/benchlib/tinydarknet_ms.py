@@ -42,7 +42,8 @@ def main() -> None:
     emit({"recipe": "tinydarknet_ms", "framework": "mindspore", "framework_version": ms.__version__, "batch_size": bs,
           "image_size": size, "bare": bare, "pipeline": pipe, "op_time": op_time, "flops_per_image_train": flops,
           "flops_method": ms_util.__doc__.split("\n\n")[1].replace("\n", " "),
-          "matmul_flops_per_sec": matmul, "matmul_flops_per_sec_uncapped": uncapped, "threads": {"ms_workers": "framework default"},
+          "matmul_flops_per_sec": matmul, "matmul_flops_per_sec_uncapped": uncapped,
+          "threads": {"ms_workers": "framework default"},
           "notes": "batch 32 instead of the recipe's 128 on this 2-core CPU, to keep the run short"})
 
 

@@ -46,16 +46,16 @@ def _reason(exc) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def load_weights(model, path, what="the config's model"):
+def load_weights(model, path, what="the config's model", ckpt=None):
     """Load ``path``'s weights into ``model`` as mmcv's ``load_checkpoint`` reads them (``state_dict`` or a bare
     dict, ``module.`` prefixes stripped) and return the checkpoint; one-line ``CheckpointError`` naming the file
-    when the weights do not fit ``model`` exactly.
+    when the weights do not fit ``model`` exactly. ``ckpt``: the file already read by ``safe_load``.
 
     mmcv loads with ``strict=False`` by default and only logs missing, unexpected or wrongly shaped tensors, so
     evaluating or exporting (say) a 10-class checkpoint with the 100-class config ran a randomly initialised
     head and reported its accuracy. BatchNorm's ``num_batches_tracked`` counters may be absent (mmcv's rule).
     """
-    ckpt = safe_load(path)
+    ckpt = safe_load(path) if ckpt is None else ckpt
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: no state_dict of tensors in this checkpoint")

@@ -169,7 +169,7 @@ def evaluate(args) -> int:
         raise cli.RecipeError(f"{args.out}: --out must end in .json, .pkl or .yaml (mmcv.dump's formats)")
     _check_show(args)
     dataset = build_dataset(cfg.data.test, dict(test_mode=True))
-    safe_load(args.checkpoint)  # fail with the file's name before any process group or model is made
+    saved = safe_load(args.checkpoint)  # fail with the file's name before any process group or model is made
     device, distributed, local_index, rank, world = init_processes(args)
 
     # round_up as the original: every rank gets the same number of images (padding cut off when collected)
@@ -177,7 +177,7 @@ def evaluate(args) -> int:
                               dist=distributed, shuffle=False, round_up=True, pin_memory=False,
                               persistent_workers=False)
     model = build_classifier(cfg.model)
-    ckpt = load_weights(model, args.checkpoint, f"the model of {args.config}")
+    ckpt = load_weights(model, args.checkpoint, f"the model of {args.config}", saved)
     classes = ckpt.get("meta", {}).get("CLASSES", dataset.CLASSES)
     model.CLASSES = classes
     if not distributed:
