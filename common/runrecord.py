@@ -157,7 +157,9 @@ def finish_run(*, output_dir, network: str, case: str, framework: str, framework
         "device": device, "rank_size": rank_size, "batch_size": batch_size, "global_batch_size": batch_size * rank_size,
         "params": int(params), "epochs": epochs, "steps": meter.total_steps, "steady_steps": meter.steady_steps,
         "warmup_steps": meter.warmup_steps_done, "warmup_seconds": round(meter.warmup_seconds, 4),
-        "images_per_sec": round(ips, 4), "sec_per_step": round(sps, 6), "e2e_seconds": round(e2e, 3),
+        # unrounded: rounding here then again to the banner's %.2f / %.4f could disagree with the banner in
+        # the last printed digit (111.80495 -> 111.805 -> "111.81" against the banner's "111.80")
+        "images_per_sec": float(ips), "sec_per_step": float(sps), "e2e_seconds": round(e2e, 3),
         "accuracy": acc, "loss": None if loss is None else float(loss), "seed": seed,
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "python": platform.python_version(), "machine": platform.machine(), "host": platform.node(),
