@@ -517,13 +517,13 @@ JOBS = {
     "cspnet_tf1": Job(
         recipe="cspnet_tf1", data=("noise", "cifar10", 48, 32), script="test/train_performance_8p.sh",
         argv=["--data_path={data}", "--rank_table={table}", "--output_path={out}", "--device=cpu", "--port={port}",
-              "--batch_size=8", "--train_epochs=3", "--seed=5", "--DISPLAY_STEP=1", "--save_rank_weights"],
+              "--batch_size=8", "--train_epochs=3", "--seed=5", "--DISPLAY_STEP=1", "--rank_checkpoints"],
         resume=["--resume=auto"], events_dir="out", steps_per_epoch=3, epochs=3, saving_ranks=(0,),
         finals={r: [("tf", f"rank_{r}/final/cspdarknet53.ckpt")] for r in (0, 1)}),
     "cutmix_tf2": Job(
         recipe="cutmix_tf2", data=("noise", "cifar10", 64, 16), script="test/train_full_8p.sh",
         argv=["--data_path={data}", "--rank_table={table}", "--output_path={out}", "--device=cpu", "--port={port}",
-              "--train_epochs=3", "--seed=7", "--batch_size=2", "--log_steps=1", "--keep_rank_checkpoints"],
+              "--train_epochs=3", "--seed=7", "--batch_size=2", "--log_steps=1", "--rank_checkpoints"],
         resume=["--resume=auto"], events_dir="out", steps_per_epoch=16, epochs=3,
         finals={r: [("tf", f"{base}checkpoints/epoch_0003/ckpt"), ("npz", f"{base}checkpoints/epoch_0003/local.npz")]
                 for r, base in ((0, ""), (1, "rank_1/"))}),

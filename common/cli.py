@@ -93,6 +93,16 @@ TRAIN_STEPS_HELP = ("train at most this many steps per epoch (the Ascend scripts
                     "unset: the whole training set every epoch)")
 
 
+def add_rank_checkpoints(parser, help: str, *former: str) -> None:
+    """``--rank_checkpoints`` (also ``--rank-checkpoints``): the one name, in every recipe where ranks other than 0
+    save nothing by default, of "every rank also writes its own copy" (to compare the replicas file against file,
+    or for servers without a shared folder). A bare switch, or ``=true``/``=false`` as the MindSpore scripts write
+    booleans. ``former``: the name the recipe used before, still accepted so that old command lines keep working.
+    (A bare switch right before a positional argument would take it as its value: put it after, or write =true.)"""
+    parser.add_argument("--rank_checkpoints", "--rank-checkpoints", *former, dest="rank_checkpoints", nargs="?",
+                        const=True, default=False, type=str2bool, metavar="BOOL", help=help)
+
+
 def steps_per_epoch(dataset_steps: int, train_steps: Optional[int]) -> int:
     """Steps of one epoch: the data's, capped by ``--train_steps`` when given (the one meaning of the flag)."""
     if train_steps is None or train_steps <= 0:

@@ -6,7 +6,7 @@ linked to ``<output>/cspdarknet53.ckpt.*``, the path the original train.py/test.
 use. The two newest step folders are kept. "Newest" is the global step in the folder name, never a file time
 (a copied or restored folder keeps or gets any mtime).
 
-With ``--save_rank_weights`` every rank also writes its final variables to ``<output>/rank_<r>/final/`` (a Saver
+With ``--rank_checkpoints`` every rank also writes its final variables to ``<output>/rank_<r>/final/`` (a Saver
 checkpoint, no ``state.json``): not a resume point, a copy of each rank's state to compare across ranks.
 """
 import json

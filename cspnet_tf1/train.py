@@ -88,10 +88,10 @@ def _recipe_flags(p):
     p.add_argument("--perf", action="store_true", help="a performance run: name the run record ..._perf, not ..._acc")
     p.add_argument("--collective_timeout", default=600, type=float,
                    help="several ranks: seconds a step may wait for the other ranks before the run fails (0: no limit)")
-    p.add_argument("--save_rank_weights", action="store_true",
-                   help="every rank also saves its own final variables (weights, Momentum slots, global step) as a "
-                        "Saver checkpoint in <output_path>/rank_<r>/final/, so the ranks' copies can be compared; "
-                        "by default rank 0 alone writes checkpoints")
+    cli.add_rank_checkpoints(p, "every rank also saves its own final variables (weights, Momentum slots, global "
+                                "step) as a Saver checkpoint in <output_path>/rank_<r>/final/, so the ranks' copies "
+                                "can be compared; by default rank 0 alone writes checkpoints (former name: "
+                                "--save_rank_weights)", "--save_rank_weights")
 
 
 def parse_args(argv=None):
@@ -366,7 +366,7 @@ def train(args, ctx, g, data, state):
                     time_sec=epoch_sec)
         save_checkpoint(args, ctx, g, state, e, announce=val is not None)
     final = weights_digest(g["sess"].run(tf1.trainable_variables())) if ctx.cluster.distributed else None
-    if args.save_rank_weights:  # this rank's own variables, read from its own session (no collective)
+    if args.rank_checkpoints:  # this rank's own variables, read from its own session (no collective)
         ckpt.save_final(g["sess"], g["saver"], out / f"rank_{ctx.cluster.rank}" / ckpt.FINAL_DIR)
     if writer:
         writer.close()

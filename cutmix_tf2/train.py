@@ -90,7 +90,7 @@ def setup(args) -> runtime.Context:
     # so it is seeded too, or the initial weights would differ from run to run
     keras.utils.set_random_seed(args.seed)
     ctx = runtime.Context(rank=rank, world=world, arrays=arrays, out=out, device=device, policy=policy,
-                          strategy=strategy, keep_rank_files=args.keep_rank_checkpoints)
+                          strategy=strategy, keep_rank_files=args.rank_checkpoints)
     x_train, x_test = arrays[0], arrays[2]
     ctx.say(f"cutmix_tf2: device={device} precision={policy} workers={world} cutmix={not args.no_cutmix} "
             f"eval_static={args.eval_static} batch_size={args.batch_size} epochs={args.epochs} seed={args.seed} "

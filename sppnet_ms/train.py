@@ -83,9 +83,8 @@ def _recipe_flags(p):
                    help='distributed: average gradients over ranks (false = sum them, as the original)')
     p.add_argument('--resume', default=None, help="checkpoint to resume from, or 'auto' (newest valid in --ckpt_path)")
     p.add_argument('--keep_checkpoint_max', type=cli.positive_int, default=2, help='epoch checkpoints kept for resume')
-    p.add_argument('--rank_checkpoints', type=cli.str2bool, default=False,
-                   help='distributed: every rank > 0 also writes its epoch checkpoints, to <ckpt_path>/rank_<r>/ '
-                        "(to compare the replicas' weights); default: rank 0 only")
+    cli.add_rank_checkpoints(p, 'distributed: every rank > 0 also writes its epoch checkpoints, to '
+                                "<ckpt_path>/rank_<r>/ (to compare the replicas' weights); default: rank 0 only")
     p.add_argument('--eval_interval', type=cli.positive_int, default=1, help='evaluate every N epochs (and the last)')
     p.add_argument('--skip_bad_images', action='store_true',
                    help='skip (and list) unreadable images instead of stopping')

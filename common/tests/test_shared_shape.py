@@ -54,6 +54,27 @@ def test_argument_types(fn, good, bad):
             fn(text)
 
 
+@pytest.mark.parametrize("argv, want", [([], False), (["--rank_checkpoints"], True), (["--rank-checkpoints"], True),
+                                        (["--rank_checkpoints=true"], True), (["--rank_checkpoints=false"], False),
+                                        (["--rank_checkpoints", "False"], False), (["--save_rank_weights"], True)])
+def test_rank_checkpoints_is_one_flag_with_the_former_name_kept(argv, want):
+    import argparse
+    parser = argparse.ArgumentParser()
+    cli.add_rank_checkpoints(parser, "every rank saves", "--save_rank_weights")
+    parser.add_argument("--lr", type=float, default=0.1)
+    args = parser.parse_args([*argv, "--lr=0.2"])  # a flag after the bare switch is not taken as its value
+    assert args.rank_checkpoints is want and args.lr == 0.2
+
+
+def test_rank_checkpoints_refuses_a_value_that_is_not_a_boolean(capsys):
+    import argparse
+    parser = argparse.ArgumentParser()
+    cli.add_rank_checkpoints(parser, "every rank saves")
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--rank_checkpoints=sometimes"])
+    assert exc.value.code == 2 and "--rank_checkpoints" in capsys.readouterr().err
+
+
 def test_train_steps_caps_the_steps_of_each_epoch():
     assert cli.steps_per_epoch(100, None) == 100 and cli.steps_per_epoch(100, 7) == 7
     assert cli.steps_per_epoch(5, 7) == 5

@@ -49,7 +49,7 @@ def _field(pattern, text):
 
 
 def _rank_variables(out, rank):
-    """Every tensor rank ``rank`` saved of its own session at the end (--save_rank_weights)."""
+    """Every tensor rank ``rank`` saved of its own session at the end (--rank_checkpoints)."""
     reader = tf.train.load_checkpoint(str(out / f"rank_{rank}" / "final" / "cspdarknet53.ckpt"))
     return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
 
@@ -82,7 +82,7 @@ def two_ranks(tmp_path_factory, noise, trained):
     start = _bare_copy(trained[0] / "ckpt" / "step_000000006", tmp / "start")
     table = write_rank_table(tmp / "rank_table.json", 2)
     proc = subprocess.run(_launch(tmp, noise, table, "--train_epochs=7", "--train_steps=1", "--seed=3",
-                                  "--DISPLAY_STEP=1", f"--resume={start}", "--save_rank_weights"),
+                                  "--DISPLAY_STEP=1", f"--resume={start}", "--rank_checkpoints"),
                           cwd="/", env=env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs = [(tmp / "out" / f"rank_{r}" / "train.log").read_text() for r in (0, 1)]
@@ -179,7 +179,7 @@ def test_two_rank_step_is_the_mean_of_the_half_batch_gradients(two_ranks, noise)
 # -- a rank lost mid-run, the same command restarted with --resume=auto ---------------------------------------------
 # 2 ranks x 24 noise images at batch 8: 3 steps per epoch, rank 0 checkpoints at steps 3 and 6; the kill lands
 # after a rank logged step 4, so the restart resumes step 3 and trains steps 4 to 6 again
-KILL_ARGS = ("--train_epochs=2", "--seed=5", "--DISPLAY_STEP=1", "--save_rank_weights")
+KILL_ARGS = ("--train_epochs=2", "--seed=5", "--DISPLAY_STEP=1", "--rank_checkpoints")
 KILL_STEPS = 6
 
 
@@ -341,7 +341,7 @@ def test_two_servers_on_loopback_end_with_identical_weights(noise, tmp_path):
     table = write_rank_table(tmp_path / "rank_table.json", 1, servers=("127.0.0.1", "127.0.0.2"))
     port = _free_port()
     procs = [subprocess.Popen(_launch(tmp_path, noise, table, f"--server_index={i}", "--train_epochs=1",
-                                      "--train_steps=2", "--seed=4", "--save_rank_weights", out=f"node{i}",
+                                      "--train_steps=2", "--seed=4", "--rank_checkpoints", out=f"node{i}",
                                       port=port),
                               cwd="/", env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in (0, 1)]

@@ -65,9 +65,9 @@ def _added_flags(p):
     o.add_argument("--perf", action="store_true",
                    help="a performance run: the run record is named _dynamic_eval_perf / _static_eval_perf")
     o.add_argument("--keep_checkpoints", type=cli.positive_int, default=2)
-    o.add_argument("--keep_rank_checkpoints", action="store_true",
-                   help="multi-worker job: every worker keeps its own checkpoints and final model in "
-                        "<output_path>/rank_<r>/ (rank 0: the usual places), so the ranks can be compared")
+    cli.add_rank_checkpoints(o, "multi-worker job: every worker keeps its own checkpoints and final model in "
+                                "<output_path>/rank_<r>/ (rank 0: the usual places), so the ranks can be compared "
+                                "(former name: --keep_rank_checkpoints)", "--keep_rank_checkpoints")
     o.add_argument("--tensorboard", action="store_true", help="write TensorBoard events to <output_path>/tensorboard")
 
 

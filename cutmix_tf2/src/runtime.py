@@ -31,7 +31,7 @@ class Context:
     device: str = "cpu"
     policy: str = "float32"
     strategy: Any = None
-    keep_rank_files: bool = False  # --keep_rank_checkpoints: workers other than the chief keep their saves
+    keep_rank_files: bool = False  # --rank_checkpoints: workers other than the chief keep their saves
 
     @property
     def is_chief(self) -> bool:
@@ -43,13 +43,13 @@ class Context:
 
     @property
     def rank_dir(self) -> Path:
-        """This worker's own folder (the launcher's log folder): its saves with --keep_rank_checkpoints."""
+        """This worker's own folder (the launcher's log folder): its saves with --rank_checkpoints."""
         return self.out / f"rank_{self.rank}"
 
     @property
     def scratch(self) -> Path:
         """Where this worker saves: the chief keeps its checkpoints, the others' are thrown away at the end
-        (kept in rank_<r>/checkpoints with --keep_rank_checkpoints)."""
+        (kept in rank_<r>/checkpoints with --rank_checkpoints)."""
         if self.is_chief:
             return self.ckpt_root
         return self.rank_dir / "checkpoints" if self.keep_rank_files else self.out / f".scratch_rank{self.rank}"
@@ -57,7 +57,7 @@ class Context:
     @property
     def own_roots(self) -> list:
         """Where this worker's own checkpoint series may be: both places of a worker other than the chief, so
-        that a restart with or without --keep_rank_checkpoints finds what the killed job saved."""
+        that a restart with or without --rank_checkpoints finds what the killed job saved."""
         if self.is_chief:
             return [self.ckpt_root]
         return [self.rank_dir / "checkpoints", self.out / f".scratch_rank{self.rank}"]

@@ -133,7 +133,7 @@ def test_two_workers_match_one_process_on_the_same_global_batch(one_and_two):
     assert initial[0]["digest"] == initial[1]["digest"] == _by_rank(one_out, "initial_weights")[0]["digest"]
     final = _by_rank(two_out, "checkpoint")  # each worker's last: its final weights
     assert final[0]["global_step"] == final[1]["global_step"] == 3 and final[0]["digest"] == final[1]["digest"]
-    # without --keep_rank_checkpoints only rank 0 keeps checkpoints and models: rank 1 leaves nothing behind
+    # without --rank_checkpoints only rank 0 keeps checkpoints and models: rank 1 leaves nothing behind
     assert not (two_out / ".scratch_rank1").exists() and not (two_out / "rank_1" / "checkpoints").exists()
     assert not list((two_out / "rank_1").glob("*.h5")) and not (two_out / "rank_1" / "saved_model").exists()
 
@@ -177,7 +177,7 @@ def test_first_adam_moments_show_the_gradients_are_averaged_over_both_shards(one
 def test_two_servers_on_loopback_see_different_data_and_end_with_identical_weights(noise, tmp_path):
     """A two-node table (127.0.0.1 and 127.0.0.2, one device each): one launcher per "server".
 
-    With --keep_rank_checkpoints rank 1 keeps its own checkpoint and model (in node1/rank_1/): after steps on
+    With --rank_checkpoints rank 1 keeps its own checkpoint and model (in node1/rank_1/): after steps on
     different data (different shards, each CutMix'ed with its own seed) every tensor of the two ranks' final
     checkpoints (weights, BatchNorm statistics, Adam's slots) and of their model.h5 files must be bit-identical."""
     from src.data import load_arrays, shard
@@ -186,7 +186,7 @@ def test_two_servers_on_loopback_see_different_data_and_end_with_identical_weigh
     procs = [subprocess.Popen(["bash", str(RECIPE / "test" / "train_performance_8p.sh"), f"--data_path={noise}",
                                f"--rank_table={table}", f"--server_index={i}", f"--output_path={tmp_path / f'node{i}'}",
                                "--device=cpu", f"--port={port}", "--train_epochs=1", "--batch_size=8",
-                               "--train_steps=2", "--keep_rank_checkpoints"],
+                               "--train_steps=2", "--rank_checkpoints"],
                               cwd=RECIPE, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in (0, 1)]
     try:
@@ -223,7 +223,7 @@ def test_two_servers_on_loopback_see_different_data_and_end_with_identical_weigh
 # --- issue #22: a rank SIGKILLed after a checkpoint, the same command with --resume=auto ----------------------
 # The issue's run: test/train_full_8p.sh, 3 epochs, seed 7; here on the 64 noise images at batch 2 per rank (16
 # steps per epoch: the kill lands well before the job's end), every rank keeping its files to be compared.
-RESUME_FLAGS = ["--train_epochs=3", "--seed=7", "--batch_size=2", "--log_steps=1", "--keep_rank_checkpoints"]
+RESUME_FLAGS = ["--train_epochs=3", "--seed=7", "--batch_size=2", "--log_steps=1", "--rank_checkpoints"]
 
 
 def _full_cmd(noise, tmp_path, out, *extra):

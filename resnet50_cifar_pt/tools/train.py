@@ -106,10 +106,9 @@ def parse_args(argv=None):
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
     parser.add_argument("--perf-report", action="store_true",
                         help="also write train_<CaseName>_perf_report.log as the original 8p scripts did")
-    parser.add_argument("--rank-checkpoints", action="store_true",
-                        help="at the end every rank also writes its own final weights and optimiser state to "
-                             "<work-dir>/rank<R>_final.pth, so that the ranks' weights can be compared file "
-                             "against file")
+    cli.add_rank_checkpoints(parser, "at the end every rank also writes its own final weights and optimiser state "
+                                     "to <work-dir>/rank<R>_final.pth, so that the ranks' weights can be compared "
+                                     "file against file (after the config, or =true)")
     args = parser.parse_args(argv)
     if args.resume_from and args.resume:
         parser.error("--resume-from and --resume are alternatives; give one")
