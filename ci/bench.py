@@ -219,6 +219,20 @@ def pool_rounds(runs: list, windows_of) -> dict:
     return res, (statistics.median(pooled) if pooled else None), pooled
 
 
+def pool_bare(runs: list) -> dict:
+    """The bare-loop rounds as one result: the bare step's windows and the input pipeline's windows each pooled
+    over the rounds (pool_rounds). The pipeline was the first round's alone, and read 305 and 800 img/s for the
+    same code an hour apart (page cache, host drift): the one column that was not alternated."""
+    res, ips, windows = pool_rounds(runs, lambda b: b.get("bare", {}).get("window_images_per_sec"))
+    if ips:
+        res["bare"] = dict(res["bare"], images_per_sec=ips, window_images_per_sec=windows)
+    _, ips, windows = pool_rounds(runs, lambda b: (b.get("pipeline") or {}).get("window_images_per_sec"))
+    if ips:
+        res["pipeline"] = dict(res["pipeline"], images_per_sec=ips, window_images_per_sec=windows,
+                               round_medians=[(r.get("pipeline") or {}).get("images_per_sec") for r in runs])
+    return res
+
+
 def derive(recipe: dict, bare: dict, peer: dict | None = None, bf16: dict | None = None) -> dict:
     d = {}
     r_ips, b = recipe.get("images_per_sec"), bare.get("bare", {}).get("images_per_sec")
@@ -353,8 +367,8 @@ def markdown(results: dict, started: str, device: str = "cpu") -> str:
              f"(with `--merge`, from the runs each recipe's section dates).",
              "Method: DESIGN.md section 9 and the docstring of `ci/bench.py`. images/sec are steady-state medians of "
              "timed windows (warm-up / compilation excluded and listed apart), pooled over the alternated rounds "
-             "of recipe run, bare loop and plain PyTorch peer each section lists (the machine's speed drifts over "
-             "minutes; see pool_rounds in `ci/bench.py`). MFU = counted FLOPs per training "
+             "of recipe run, bare loop (and its input pipeline) and plain PyTorch peer each section lists (the machine's "
+             "speed drifts over minutes; see pool_rounds in `ci/bench.py`). MFU = counted FLOPs per training "
              "image x images/sec / dense fp32 matmul FLOP/s measured in the same framework in the same run. "
              "plain PyTorch = the same architecture written plainly in eager PyTorch with the recipe model's "
              "trainable parameter count, optimiser type and loss, on one in-memory batch of the same size, in the "
@@ -476,9 +490,7 @@ def main(argv=None) -> int:
         recipe, ips, windows = pool_rounds(recipes, lambda r: r.get("window_images_per_sec"))
         if ips:
             recipe.update(images_per_sec=ips, window_images_per_sec=windows)
-        bare, ips, windows = pool_rounds(bares, lambda b: b.get("bare", {}).get("window_images_per_sec"))
-        if ips:
-            bare["bare"] = dict(bare["bare"], images_per_sec=ips, window_images_per_sec=windows)
+        bare = pool_bare(bares)
         peer = pool_peer(peers)
         bf16 = bf16s[0]
         if not bf16.get("skipped"):

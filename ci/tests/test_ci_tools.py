@@ -162,6 +162,20 @@ def test_bench_pools_the_windows_of_alternated_rounds():
     assert bench.pool_rounds([{"error": "x"}], lambda r: None)[1] is None
 
 
+def test_bench_pools_the_bare_loop_and_the_pipeline_over_the_rounds():
+    import bench
+    runs = [{"bare": {"images_per_sec": 10, "window_images_per_sec": [10, 11]},
+             "pipeline": {"images_per_sec": 300, "window_images_per_sec": [300, 310]}},
+            {"bare": {"images_per_sec": 20, "window_images_per_sec": [20, 21]},
+             "pipeline": {"images_per_sec": 800, "window_images_per_sec": [790, 800]}}]
+    res = bench.pool_bare(runs)
+    assert res["bare"]["images_per_sec"] == 15.5 and res["rounds"] == 2
+    assert res["pipeline"]["images_per_sec"] == 550 and res["pipeline"]["window_images_per_sec"] == [300, 310, 790, 800]
+    assert res["pipeline"]["round_medians"] == [300, 800]
+    assert bench.derive({"images_per_sec": 110}, res)["pipeline_vs_model"] == 5.0
+    assert runs[0]["pipeline"]["images_per_sec"] == 300  # the rounds' own records are left as they were
+
+
 def test_bench_reports_missing_figures_as_dashes_not_zeros():
     import bench
     d = bench.derive({"error": "exit 1"}, {"error": "exit 1"})
