@@ -147,3 +147,20 @@ def kill_cases(cases: Sequence, default: int) -> list:
     lists which); ``MZ_ALL_KILL_CASES=1 make test`` runs every case of every recipe.
     """
     return list(cases) if os.environ.get(ALL_KILL_CASES) == "1" else [cases[default]]
+
+
+def jpeg_segment(data: bytes, marker: int) -> int:
+    """The offset of the first ``0xFF marker`` segment before the image data of a JPEG file's bytes."""
+    pos = 2
+    while data[pos + 1] != marker:
+        if data[pos + 1] == 0xDA:
+            raise ValueError(f"no segment 0x{marker:02X} before the image data")
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return pos
+
+
+def break_huffman_table(data: bytes) -> bytes:
+    """A JPEG file's bytes with its first Huffman table's 16 code counts raised far past what the segment holds:
+    the corruption that crashes MindSpore 2.10's decoder (SIGSEGV) instead of raising an error."""
+    at = jpeg_segment(data, 0xC4) + 5
+    return data[:at] + bytes(0xFF if k % 3 else 0x10 for k in range(16)) + data[at + 16:]

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cli  # noqa: E402  (after the path set-up above)
 from common.checkpoint import CheckpointError  # noqa: E402
-from common.imagefolder import ImageFolderError  # noqa: E402
+from common.imagefolder import ImageFolderError, reader_error_line  # noqa: E402
 
 
 def build_parser():
@@ -99,5 +99,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from train import translate  # MindSpore's wrapped reader errors, as in training
-    cli.run(main, errors=(ImageFolderError, CheckpointError, ValueError), translate=translate)
+    cli.run(main, errors=(ImageFolderError, CheckpointError, ValueError), translate=reader_error_line)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import cli, events  # noqa: E402  (after the path set-up above)
 from common.runrecord import KEYS_ACCURACY_FIRST, CaseLogSpec  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
-from common.imagefolder import ImageFolderError  # noqa: E402
+from common.imagefolder import ImageFolderError, reader_error_line  # noqa: E402
 
 # expected failures: one 'ERROR:' line and exit 2 (a non-finite loss is a common.cli.RecipeError)
 ERRORS = (ImageFolderError, CheckpointError, ValueError, FloatingPointError)
@@ -304,15 +304,5 @@ def main(argv=None):
     return summarize(args, ctx, loop)
 
 
-def translate(exc):
-    """Errors raised in the data pipeline's reader come back wrapped in MindSpore's RuntimeError: its one line."""
-    if not isinstance(exc, RuntimeError):
-        return None
-    for line in str(exc).splitlines():
-        if 'ImageFolderError' in line or 'cannot decode' in line:
-            return line.split('ImageFolderError:')[-1].strip()
-    return None
-
-
 if __name__ == '__main__':
-    cli.run(main, errors=ERRORS, translate=translate)
+    cli.run(main, errors=ERRORS, translate=reader_error_line)

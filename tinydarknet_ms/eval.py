@@ -18,7 +18,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ without any setup
 from common import cli  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
-from common.imagefolder import ImageFolderError  # noqa: E402
+from common.imagefolder import ImageFolderError, reader_error_line  # noqa: E402
 from common.ms import load_ckpt, load_into  # noqa: E402
 from common.ms.checkpoint import classes_of  # noqa: E402
 from src.CrossEntropySmooth import CrossEntropySmooth  # noqa: E402
@@ -68,4 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.run(main, errors=(CheckpointError, ImageFolderError))
+    cli.run(main, errors=(CheckpointError, ImageFolderError), translate=reader_error_line)

@@ -22,7 +22,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # src/ and the repo's common/ without any setup
 from common import cli, cputune, events, throughput  # noqa: E402
 from common.checkpoint import CheckpointError  # noqa: E402
-from common.imagefolder import ImageFolderError  # noqa: E402
+from common.imagefolder import ImageFolderError, reader_error_line  # noqa: E402
 from common.ms import CheckpointSeries, RankLog, StepMonitor, emit_initial_weights, load_ckpt, load_into  # noqa: E402
 from common.ms.checkpoint import classes_meta  # noqa: E402
 from common.ms.resume import agree_resume  # noqa: E402
@@ -299,4 +299,4 @@ def summarize(args, ctx, result):
 
 
 if __name__ == "__main__":
-    cli.run(main, errors=(CheckpointError, ImageFolderError))
+    cli.run(main, errors=(CheckpointError, ImageFolderError), translate=reader_error_line)

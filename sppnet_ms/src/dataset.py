@@ -19,7 +19,7 @@ import mindspore.dataset.vision as vision
 from mindspore import dtype as mstype
 import mindspore.dataset.transforms as transforms
 
-from common.imagefolder import ImageFolderError, list_images, resolve_split, vet_images
+from common.imagefolder import ImageFolderError, encoded_problem, list_images, resolve_split, vet_images
 from common.imagefolder import class_names as imagefolder_class_names
 
 from .config import MULT_SIZES
@@ -64,25 +64,10 @@ class _Reader:
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:
             raise ImageFolderError(f'{path}: unreadable ({exc.strerror})') from None
-        problem = _not_whole(data)
+        problem = encoded_problem(data)  # before MindSpore's decoder, which a broken JPEG header crashes
         if problem:
             raise ImageFolderError(f'{path}: {problem}')
         return data, np.int32(label)
-
-
-def _not_whole(data) -> str:
-    """'' when ``data`` looks like a whole JPEG, PNG or BMP file (signature and end marker), else why not: the
-    checks a reader can afford per image; a full decode is ``common.imagefolder``'s vetting."""
-    head, tail = bytes(data[:8]), bytes(data[-1024:])
-    if not len(data):
-        return 'zero-byte file'
-    if head[:2] == b'\xff\xd8':
-        return '' if b'\xff\xd9' in tail else 'cannot decode (cut short: no JPEG end marker)'
-    if head == b'\x89PNG\r\n\x1a\n':
-        return '' if b'IEND' in tail else 'cannot decode (cut short: no PNG end chunk)'
-    if head[:2] == b'BM':
-        return ''
-    return 'cannot decode (not a JPEG, PNG or BMP file)'
 
 
 def second_size(image_size):

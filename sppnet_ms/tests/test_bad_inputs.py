@@ -42,6 +42,23 @@ def test_truncated_jpeg_stops_training_before_it_starts(noise_imagenet, tmp_path
     assert not ckpt.exists() or not any(ckpt.iterdir())
 
 
+def test_a_broken_jpeg_header_is_named_by_the_reader_when_vetting_is_off(noise_imagenet, tmp_path):
+    """Its Huffman table claims more codes than the segment holds: MindSpore's decoder dies of SIGSEGV on it (exit
+    -11, not a line), so the reader checks the header first (common.imagefolder.encoded_problem)."""
+    from common.testing import break_huffman_table
+    root = tmp_path / 'data'
+    shutil.copytree(noise_imagenet, root)
+    victim = sorted((root / 'train').rglob('*.JPEG'))[5]
+    victim.write_bytes(break_huffman_table(victim.read_bytes()))
+    ckpt = tmp_path / 'ckpt'
+    proc = run([sys.executable, RECIPE / 'train.py', '--train_model=zfnet', f'--train_path={root}',
+                f'--eval_path={root}', f'--ckpt_path={ckpt}', '--image_size=56', '--batch_size=4',
+                '--device_target=CPU', '--vet_images=false', '--epoch_size=1'])
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:])
+    _one_error(proc, victim, 'corrupt JPEG header')
+    assert not list(ckpt.rglob('*.ckpt'))
+
+
 def test_corrupt_checkpoint_is_named(tmp_path, noise_imagenet):
     bad = tmp_path / 'best.ckpt'
     bad.write_bytes(b'\x00not a checkpoint' * 50)

@@ -18,7 +18,7 @@ import mindspore.dataset as ds
 import mindspore.dataset.vision as vision
 import mindspore.dataset.transforms as transforms
 
-from common.imagefolder import ImageFolderError, list_images, resolve_split, vet_images
+from common.imagefolder import ImageFolderError, encoded_problem, list_images, resolve_split, vet_images
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -88,7 +88,14 @@ class _EncodedImages:
 
     def __getitem__(self, i):
         path, label = self.samples[self.order[i]]
-        return np.fromfile(path, dtype=np.uint8), np.array(label, dtype=np.int32)
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
+            raise ImageFolderError(f"{path}: unreadable ({exc.strerror})") from None
+        problem = encoded_problem(data)  # before MindSpore's decoder, which a broken JPEG header crashes
+        if problem:
+            raise ImageFolderError(f"{path}: {problem} (run with --check_images to vet every file first)")
+        return data, np.array(label, dtype=np.int32)
 
 
 def epoch_order(n, shuffle, seed, epoch, rank=0, group_size=1):

@@ -213,6 +213,21 @@ class TestBadInput:
         self._one_line_error(proc, victim, "--skip_bad_images")
         assert not (tmp_path / "o" / "checkpoints" / "0").exists() or not any((tmp_path / "o").rglob("*.ckpt"))
 
+    def test_a_broken_jpeg_header_is_named_when_checking_is_off(self, tmp_path, digits):
+        """Its Huffman table claims more codes than the segment holds: MindSpore's decoder dies of SIGSEGV on it
+        (exit -11, no line), so the reader checks the header first (common.imagefolder.encoded_problem)."""
+        import shutil
+        from common.testing import break_huffman_table
+        data = tmp_path / "data"
+        shutil.copytree(digits / "train", data / "train")
+        victim = sorted((data / "train" / "n09000003").iterdir())[5]
+        victim.write_bytes(break_huffman_table(victim.read_bytes()))
+        proc = python("train.py", f"--train_data_dir={data / 'train'}", f"--output_path={tmp_path / 'o'}",
+                      *SMALL, "--check_images=False", check=False)
+        assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:])
+        self._one_line_error(proc, victim, "corrupt JPEG header")
+        assert not any((tmp_path / "o").rglob("*.ckpt"))
+
     def test_checkpoint_of_the_wrong_shape(self, perf_run, digits):
         out, _ = perf_run
         proc = python("eval.py", f"--data_path={digits}", f"--checkpoint_path={_ckpt(out)}", "--num_classes=1000",
