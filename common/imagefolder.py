@@ -179,10 +179,9 @@ def encoded_problem(data) -> str:
 
 def _jpeg_header_problem(head: bytes) -> str:
     """The marker-segment checks of ``encoded_problem``, from the start of image to the first scan header: the
-    rules of ITU-T T.81 annex B that libjpeg enforces. Measured against MindSpore 2.10's ``Decode`` with 1,200
-    random header mutations of 9 JPEGs (baseline, progressive, grayscale, CMYK, restart markers, 4:2:2, a
-    multi-segment ICC profile): 145 crashed the process, all 145 refused here; of the 869 both MindSpore and
-    Pillow decode, 1 refused (an APP0 of length 0). None of 1,827 valid JPEGs on the machine refused."""
+    rules of ITU-T T.81 annex B that libjpeg enforces. ``ci/jpeg_fuzz.py --count 1200 --seed 2`` (random damage
+    to the headers of 9 kinds of JPEG, against MindSpore 2.10's ``Decode`` and Pillow): 165 crashed MindSpore,
+    all 165 refused here; none of the 803 that both decode refused. None of 1,827 valid JPEGs on the machine."""
     bad = "cannot decode (corrupt JPEG header: {})".format
     pos, frame, progressive, arithmetic, quant, huffman = 2, None, False, False, set(), set()
     while True:

@@ -164,3 +164,15 @@ def break_huffman_table(data: bytes) -> bytes:
     the corruption that crashes MindSpore 2.10's decoder (SIGSEGV) instead of raising an error."""
     at = jpeg_segment(data, 0xC4) + 5
     return data[:at] + bytes(0xFF if k % 3 else 0x10 for k in range(16)) + data[at + 16:]
+
+
+def pillow_decodes(data: bytes) -> bool:
+    """Whether Pillow decodes an image file's bytes whole (the second opinion beside a framework's decoder)."""
+    import io
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+        return True
+    except Exception:  # Pillow raises many types for bad data
+        return False

@@ -3,29 +3,21 @@ which a broken JPEG header crashes (SIGSEGV, SIGFPE) instead of raising. Valid f
 write must pass; each header rule must refuse the break it guards, in words naming the part."""
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from common import imagefolder
 from common.imagefolder import encoded_problem
-from common.testing import break_huffman_table, jpeg_segment
+from common.testing import break_huffman_table, jpeg_segment, pillow_decodes
 
 
 def _jpeg(mode="RGB", size=(40, 24), **kw) -> bytes:
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     im = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype="uint8")).convert(mode)
     buf = io.BytesIO()
     im.save(buf, "JPEG", **kw)
     return buf.getvalue()
-
-
-def _decodes(data: bytes) -> bool:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-        return True
-    except Exception:
-        return False
 
 
 VALID = {"baseline": {}, "progressive": dict(progressive=True), "optimized": dict(optimize=True),
@@ -39,7 +31,7 @@ VALID = {"baseline": {}, "progressive": dict(progressive=True), "optimized": dic
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_valid_jpegs_of_every_kind_pass(mode, name):
     data = _jpeg(mode, **VALID[name])
-    assert _decodes(data) and encoded_problem(data) == ""
+    assert pillow_decodes(data) and encoded_problem(data) == ""
 
 
 def test_motion_jpeg_without_huffman_tables_and_stray_bytes_pass_as_the_decoder_takes_them():
@@ -50,10 +42,10 @@ def test_motion_jpeg_without_huffman_tables_and_stray_bytes_pass_as_the_decoder_
         except ValueError:
             break
         data = data[:at] + data[at + 2 + int.from_bytes(data[at + 2:at + 4], "big"):]
-    assert _decodes(data) and encoded_problem(data) == ""
+    assert pillow_decodes(data) and encoded_problem(data) == ""
     sof = jpeg_segment(data, 0xC0)
     stray = data[:sof] + b"\x00\x12\x34" + data[sof:]  # garbage between segments: skipped to the next marker
-    assert _decodes(stray) and encoded_problem(stray) == ""
+    assert pillow_decodes(stray) and encoded_problem(stray) == ""
 
 
 def _set(data: bytes, marker: int, offset: int, value: int) -> bytes:

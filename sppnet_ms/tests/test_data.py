@@ -1,5 +1,6 @@
 """Loader on real-format files: the digits JPEG folders, the noise builder's folders, and broken images."""
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 from common.imagefolder import ImageFolderError
 from src.dataset import _Reader, create_dataset_imagenet, load_split, second_size
 
-from conftest import digits_imagenet
+from conftest import ROOT, digits_imagenet
 
 
 def test_digits_folders_load_with_sorted_classes():
@@ -78,6 +79,17 @@ def test_reader_names_the_file_when_vetting_was_off(noise_imagenet, tmp_path, ho
         reader[[s for s, _ in samples].index(str(victim))]
     good = reader[[s for s, _ in samples].index(str(victim)) - 1][0]
     assert good.dtype == np.uint8 and bytes(good[:2]) == b'\xff\xd8'  # encoded bytes: MindSpore decodes them
+
+
+def test_random_header_damage_never_crashes_mindspore_past_the_check():
+    """ci/jpeg_fuzz.py on 60 files: some crash MindSpore's decoder (so the test sees the danger it guards
+    against), and every one of those is refused by the readers' check (common.imagefolder.encoded_problem)."""
+    import subprocess
+    proc = subprocess.run([sys.executable, str(ROOT / 'ci' / 'jpeg_fuzz.py'), '--count=60', '--seed=0'],
+                          capture_output=True, text=True, timeout=600)
+    crashed = int(proc.stdout.split('crashed MindSpore: ')[1].split(';')[0])
+    assert proc.returncode == 0 and crashed >= 3, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.rstrip().endswith('of those passed by the check: 0')
 
 
 def test_a_file_that_is_no_image_is_named_by_the_reader(tmp_path):
