@@ -166,10 +166,12 @@ def encoded_problem(data) -> str:
     if not data:
         return "zero-byte file"
     if data[:2] == b"\xff\xd8":
-        problem = _jpeg_header_problem(data)
+        problem, scan = _jpeg_header_problem(data)
         if problem:
             return problem
-        return "" if b"\xff\xd9" in data[-1024:] else "cannot decode (cut short: no JPEG end marker)"
+        # the end marker anywhere after the first scan header: the compressed data cannot hold FF D9 (a file
+        # may carry more after it, e.g. a phone's motion photo; an embedded thumbnail's sits before the scan)
+        return "" if data.find(b"\xff\xd9", scan) >= 0 else "cannot decode (cut short: no JPEG end marker)"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "" if b"IEND" in data[-1024:] else "cannot decode (cut short: no PNG end chunk)"
     if data[:2] == b"BM":
@@ -177,12 +179,15 @@ def encoded_problem(data) -> str:
     return "cannot decode (not a JPEG, PNG or BMP file)"
 
 
-def _jpeg_header_problem(head: bytes) -> str:
+def _jpeg_header_problem(head: bytes) -> tuple:
     """The marker-segment checks of ``encoded_problem``, from the start of image to the first scan header: the
     rules of ITU-T T.81 annex B that libjpeg enforces. ``ci/jpeg_fuzz.py --count 1200 --seed 2`` (random damage
     to the headers of 9 kinds of JPEG, against MindSpore 2.10's ``Decode`` and Pillow): 165 crashed MindSpore,
-    all 165 refused here; none of the 803 that both decode refused. None of 1,827 valid JPEGs on the machine."""
-    bad = "cannot decode (corrupt JPEG header: {})".format
+    all 165 refused here; none of the 803 that both decode refused. None of 1,827 valid JPEGs on the machine.
+    Returns (the problem or '', the offset of the first scan header)."""
+    def bad(what):
+        return f"cannot decode (corrupt JPEG header: {what})", 0
+
     pos, frame, progressive, arithmetic, quant, huffman = 2, None, False, False, set(), set()
     while True:
         if pos < len(head) and head[pos] != 0xFF:  # stray bytes: the decoder skips to the next marker, so do we
@@ -259,7 +264,7 @@ def _jpeg_header_problem(head: bytes) -> str:
                 if not arithmetic and ((uses_dc and (0, dc) not in huffman and (progressive or dc > 1))
                                        or (uses_ac and (1, ac) not in huffman and (progressive or ac > 1))):
                     return bad(f"scan header at byte {pos}: Huffman table of component {cid} not defined")
-            return ""
+            return "", pos
         pos += 2 + length
 
 

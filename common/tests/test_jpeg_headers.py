@@ -48,6 +48,16 @@ def test_motion_jpeg_without_huffman_tables_and_stray_bytes_pass_as_the_decoder_
     assert pillow_decodes(stray) and encoded_problem(stray) == ""
 
 
+def test_data_after_the_end_marker_passes_and_a_thumbnails_end_marker_does_not_hide_a_cut():
+    data = _jpeg()
+    motion_photo = data + bytes(5000)  # a phone's video after the picture
+    assert pillow_decodes(motion_photo) and encoded_problem(motion_photo) == ""
+    body = b"Exif\x00\x00" + b"\xff\xd8 thumbnail \xff\xd9"
+    thumbnail = data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:]
+    assert encoded_problem(thumbnail) == ""
+    assert encoded_problem(thumbnail[:-200]) == "cannot decode (cut short: no JPEG end marker)"
+
+
 def _set(data: bytes, marker: int, offset: int, value: int) -> bytes:
     at = jpeg_segment(data, marker) + offset
     return data[:at] + bytes([value]) + data[at + 1:]
